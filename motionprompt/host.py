@@ -1,0 +1,36 @@
+"""The small interface a host (WebUI, diffusers, a test double) implements for the engine.
+
+The engine never sees a UNet, a sampler or a prompt: it asks the host for three differentiable
+services and one per-step closure, so the same guidance code runs wherever those exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class GuidanceHost(Protocol):
+    def embed_init(self, word: str, n_tokens: int) -> torch.Tensor:
+        """[n_tokens, D] input embeddings to start the learnable tokens from (e.g. the word "authentic")."""
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Conditioning for the user's prompt with ``tokens`` [n, D] appended, differentiable w.r.t. tokens.
+
+        The tensor's layout is the host's own; the engine only hands it back to ``predict_x0`` and,
+        detached, to the host's sampler.
+        """
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latent frames [n, C, h, w] -> RGB frames [n, 3, H, W] in [-1, 1], differentiable."""
+
+    def interrupted(self) -> bool:
+        """True when the user pressed Interrupt/Skip; checked between inner iterations."""
+
+
+#: Per-step closure from the host: conditioning -> clean-latent estimate x0 of *all* frames,
+#: [F, C, h, w], for the current latent and timestep, differentiable w.r.t. the conditioning.
+PredictX0 = Callable[[torch.Tensor], torch.Tensor]

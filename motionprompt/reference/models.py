@@ -1,0 +1,84 @@
+"""Building the reference model: tiny random components for tests/demo, or a diffusers folder."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from .tokenizer import HFTokenizer, WordTokenizer
+
+
+@dataclass
+class VideoModel:
+    unet: torch.nn.Module  # diffusers UNetMotionModel
+    vae: torch.nn.Module  # diffusers AutoencoderKL
+    text_encoder: torch.nn.Module  # transformers CLIPTextModel
+    tokenizer: object  # WordTokenizer | HFTokenizer
+    scheduler: object  # diffusers DDIMScheduler
+    name: str = "tiny"
+
+    @property
+    def latent_scale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+
+def ddim_scheduler():
+    from diffusers import DDIMScheduler
+
+    # AnimateDiff's published sampling setup: DDIM, linear betas 0.00085 -> 0.012
+    return DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="linear", clip_sample=False,
+        set_alpha_to_one=False, steps_offset=1, timestep_spacing="linspace",
+    )
+
+
+def tiny_model(seed: int = 0) -> VideoModel:
+    """Random tiny AnimateDiff-shaped model (8x8 latents -> 64 px frames). Untrained: noise in, noise out."""
+    from diffusers import AutoencoderKL, UNetMotionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tok = WordTokenizer(vocab_size=1000, max_length=77)
+    text = CLIPTextModel(CLIPTextConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=77, bos_token_id=tok.bos, eos_token_id=tok.eos,
+        pad_token_id=tok.pad,
+    ))
+    unet = UNetMotionModel(
+        sample_size=8, block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8,
+        down_block_types=("CrossAttnDownBlockMotion", "DownBlockMotion"),
+        up_block_types=("UpBlockMotion", "CrossAttnUpBlockMotion"),
+        cross_attention_dim=32, num_attention_heads=2, motion_num_attention_heads=2, motion_max_seq_length=32,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16, 16, 16), down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=8, sample_size=64,
+    )
+    for m in (unet, vae, text):
+        m.eval()
+    return VideoModel(unet, vae, text, tok, ddim_scheduler(), name="tiny")
+
+
+def load_model(folder: str | os.PathLike, motion_adapter: str | None = None) -> VideoModel:
+    """A diffusers AnimateDiff folder (unet = UNetMotionModel), or an SD1.5 folder plus a MotionAdapter."""
+    from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    folder = os.fspath(folder)
+    if motion_adapter:
+        unet2d = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
+        unet = UNetMotionModel.from_unet2d(unet2d, MotionAdapter.from_pretrained(motion_adapter))
+    else:
+        unet = UNetMotionModel.from_pretrained(folder, subfolder="unet")
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae")
+    text = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")
+    tok = HFTokenizer(CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"))
+    try:
+        sched = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
+    except (OSError, ValueError):
+        sched = ddim_scheduler()
+    for m in (unet, vae, text):
+        m.eval()
+    return VideoModel(unet, vae, text, tok, sched, name=os.path.basename(folder.rstrip("/")))

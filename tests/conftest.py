@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from motionprompt.config import FlowSettings, GuidanceConfig
+from motionprompt.discriminator import build_discriminator
+from motionprompt.flow import build_flow
+from motionprompt.reference.host import DiffusersVideoHost
+from motionprompt.reference.models import tiny_model
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def model():
+    return tiny_model(seed=0)
+
+
+@pytest.fixture
+def host(model):
+    """Weights left trainable on purpose: a leak of .grad onto them must be visible."""
+    return DiffusersVideoHost(model, "a white fox running on a rock", freeze_weights=False)
+
+
+def small_cfg(**kw) -> GuidanceConfig:
+    kw.setdefault("flow", FlowSettings(backend="raft_small", size=128, iters=3))
+    return GuidanceConfig(**kw).validate()
+
+
+@pytest.fixture
+def flow():
+    return build_flow(FlowSettings(backend="raft_small", size=128, iters=3), allow_random=True)
+
+
+@pytest.fixture
+def disc():
+    return build_discriminator("cnn", width=8, depth=3)

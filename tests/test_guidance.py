@@ -1,0 +1,208 @@
+"""The engine end to end on the diffusers reference host (tiny random AnimateDiff-shaped model)."""
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from motionprompt import schedule
+from motionprompt.checkpoint import load_discriminator, save_discriminator
+from motionprompt.config import FlowSettings
+from motionprompt.guidance import MotionGuide
+from motionprompt.reference.host import DiffusersVideoHost
+from motionprompt.reference.sampler import sample
+
+from .conftest import small_cfg
+
+RUN = {"steps": 8, "num_frames": 4, "height": 64, "width": 64, "cfg_scale": 7.5, "seed": 3}
+
+
+def _weights(model):
+    return [p for m in (model.unet, model.vae, model.text_encoder) for p in m.parameters()]
+
+
+def test_gradients_reach_the_tokens_and_only_the_tokens(model, host, flow, disc):
+    cfg = small_cfg(inner_iters=2)
+    guide = MotionGuide(cfg, host, flow, disc)
+    t0 = guide.tokens0.clone()
+    sample(host, guide, **RUN)
+    assert all(p.requires_grad for p in _weights(model))  # host weights untouched ...
+    assert all(p.grad is None for p in _weights(model))  # ... and never given a gradient
+    assert all(p.grad is None for p in disc.parameters())
+    assert all(r.iterations and r.iterations[0].grad_norm > 0 for r in guide.records)
+    assert not torch.equal(guide.tokens.detach(), t0)
+    assert guide.tokens.dtype == torch.float32 and guide.tokens.is_leaf
+
+
+def test_token_gradient_matches_finite_differences(model):
+    """tokens -> CLIP -> UNet + motion module -> x0 -> VAE decode carries the true derivative (float64)."""
+    for m in (model.unet, model.vae, model.text_encoder):
+        m.double()
+    host = DiffusersVideoHost(model, "a fox", freeze_weights=True)
+    sched = model.scheduler
+    sched.set_timesteps(10)
+    t = sched.timesteps[4]
+    latents = torch.randn(1, 4, 3, 8, 8, dtype=torch.float64)
+    predict = host.predictor(latents, t, 7.5, "cond")
+    probe = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+
+    def f(tokens):
+        x0 = predict(host.encode(tokens))
+        return (host.decode(x0[[0, 2]]) * probe).sum()
+
+    tokens = host.embed_init("authentic", 1).double().requires_grad_(True)
+    (g,) = torch.autograd.grad(f(tokens), [tokens])
+    direction = g / g.norm()
+    eps = 1e-4
+    with torch.no_grad():
+        fd = (f(tokens + eps * direction) - f(tokens - eps * direction)) / (2 * eps)
+    assert g.norm() > 0
+    assert fd.item() == pytest.approx(g.norm().item(), rel=1e-4)
+
+
+class MeanFlowD(nn.Module):
+    """Hand-made discriminator: 'real' means little motion. Fixed, smooth, no training needed."""
+
+    def forward(self, flow):
+        return -50.0 * flow.abs().mean(dim=(1, 2, 3))
+
+
+@pytest.mark.parametrize("make_disc", [MeanFlowD, None])
+def test_loss_goes_down_over_inner_iterations_on_a_fixed_discriminator(model, flow, disc, make_disc):
+    host = DiffusersVideoHost(model, "a fox running", freeze_weights=True)
+    # two frames -> the pair is the same in every iteration, so the losses are comparable
+    cfg = small_cfg(inner_iters=5, lambda_tv=0.0, lambda_drift=0.0, window_start=0.3, window_end=0.5)
+    d = make_disc() if make_disc else disc
+    guide = MotionGuide(cfg, host, flow, d)
+    sample(host, guide, **{**RUN, "num_frames": 2, "steps": 10})
+    assert len(guide.records) == 2
+    for rec in guide.records:
+        losses = [it.disc for it in rec.iterations]
+        assert all(b < a for a, b in itertools.pairwise(losses)), losses
+
+
+def test_same_seed_same_result_and_different_seed_differs(model, flow, disc):
+    def run(seed):
+        host = DiffusersVideoHost(model, "a fox", freeze_weights=True)
+        guide = MotionGuide(small_cfg(seed=seed, pairs=2), host, flow, disc)
+        out = sample(host, guide, **RUN)
+        return out.frames, [[it.pairs for it in r.iterations] for r in guide.records], guide.tokens.detach()
+
+    f1, p1, t1 = run(0)
+    f2, p2, t2 = run(0)
+    _f3, p3, t3 = run(5)
+    assert torch.equal(f1, f2) and p1 == p2 and torch.equal(t1, t2)
+    assert p1 != p3 and not torch.equal(t1, t3)
+
+
+def test_schedule_and_conditioning_policy(model, flow, disc):
+    host = DiffusersVideoHost(model, "a fox", freeze_weights=True)
+    steps = 10
+    calls = {}
+
+    def run(**kw):
+        guide = MotionGuide(small_cfg(inner_iters=1, **kw), host, flow, disc)
+        latents = torch.randn(1, 4, 3, 8, 8)
+        model.scheduler.set_timesteps(steps)
+        out = []
+        for i, t in enumerate(model.scheduler.timesteps):
+            out.append(guide.conditioning(i, steps, host.predictor(latents, t, 7.5, guide.cfg.x0_mode)))
+        calls[tuple(kw.items())] = guide
+        return guide, out
+
+    guide, conds = run()
+    guided = schedule.guided_steps(guide.cfg, steps)
+    assert [r.step for r in guide.records] == guided == [2, 3, 4, 5]
+    assert all(c is None for i, c in enumerate(conds) if i not in guided)
+    assert all(conds[i] is not None and conds[i].shape == host.cond_plain.shape for i in guided)
+
+    guide, conds = run(cond_after="optimized", cond_before="init_tokens", every_k=2)
+    assert [r.step for r in guide.records] == [2, 4]
+    assert conds[0] is not None and not torch.equal(conds[0], host.cond_plain)
+    assert torch.equal(conds[3], conds[2])  # window step without optimization reuses the last cond
+    assert conds[9] is not None and torch.equal(conds[9], conds[5])
+
+
+def test_tokens_splice_after_the_prompt_and_leave_the_prefix(model):
+    host = DiffusersVideoHost(model, "a white fox", n_tokens=2, freeze_weights=True)
+    with torch.no_grad():
+        c = host.encode(torch.randn(2, 32))
+    n_prompt = 1 + 3  # BOS + three words
+    assert torch.allclose(c[:, :n_prompt], host.cond_plain[:, :n_prompt], atol=1e-6)  # CLIP is causal
+    assert not torch.allclose(c[:, n_prompt : n_prompt + 2], host.cond_plain[:, n_prompt : n_prompt + 2])
+    with pytest.raises(ValueError, match="75-token chunk"):
+        DiffusersVideoHost(model, " ".join(["fox"] * 75), n_tokens=1)
+
+
+class ExplodingD(nn.Module):
+    def __init__(self, exc):
+        super().__init__()
+        self.exc = exc
+
+    def forward(self, flow):
+        raise self.exc
+
+
+class NanD(nn.Module):
+    def forward(self, flow):
+        return flow.mean(dim=(1, 2, 3)) * float("nan")
+
+
+def test_failure_inside_guidance_finishes_unguided_and_says_why(model, flow):
+    host = DiffusersVideoHost(model, "a fox", freeze_weights=True)
+    plain = sample(host, None, **RUN)
+    for exc, words in [(RuntimeError("boom"), "RuntimeError at step 2: boom"),
+                       (torch.cuda.OutOfMemoryError("CUDA out of memory"), "out of memory at step 2")]:
+        guide = MotionGuide(small_cfg(), host, flow, ExplodingD(exc))
+        out = sample(host, guide, **RUN)
+        assert words in guide.disabled
+        assert guide.summary()["disabled"] == guide.disabled
+        assert torch.equal(out.frames, plain.frames)  # failed before any injection: identical to plain
+
+
+def test_non_finite_loss_skips_updates_and_keeps_tokens(model, flow):
+    host = DiffusersVideoHost(model, "a fox", freeze_weights=True)
+    guide = MotionGuide(small_cfg(inner_iters=2), host, flow, NanD())
+    sample(host, guide, **RUN)
+    assert guide.disabled is None
+    assert all(it.skipped for r in guide.records for it in r.iterations)
+    assert torch.equal(guide.tokens.detach(), guide.tokens0)
+
+
+def test_interrupt_is_honoured_between_iterations(model, flow, disc):
+    host = DiffusersVideoHost(model, "a fox", freeze_weights=True)
+    guide = MotionGuide(small_cfg(inner_iters=3), host, flow, disc)
+    done = []
+
+    def predict_then_interrupt(cond):
+        done.append(1)
+        host.interrupt_flag = len(done) >= 2
+        return predict(cond)
+
+    latents = torch.randn(1, 4, 3, 8, 8)
+    model.scheduler.set_timesteps(8)
+    predict = host.predictor(latents, model.scheduler.timesteps[2], 7.5, "cond")
+    guide.conditioning(2, 8, predict_then_interrupt)
+    assert guide.records[0].status == "interrupted"
+    assert len(guide.records[0].iterations) == 2
+
+
+def test_discriminator_checkpoint_must_match_flow_backend(tmp_path, host, flow, disc):
+    path = save_discriminator(tmp_path / "d.safetensors", disc, FlowSettings("raft_large", 128, 3))
+    with pytest.raises(ValueError, match="trained on 'raft_large' flow"):
+        MotionGuide(small_cfg(), host, flow, load_discriminator(path))
+
+
+def test_cfg_x0_mode_uses_guided_prediction(model):
+    host = DiffusersVideoHost(model, "a fox", freeze_weights=True)
+    model.scheduler.set_timesteps(10)
+    t = model.scheduler.timesteps[3]
+    latents = torch.randn(1, 4, 3, 8, 8)
+    with torch.no_grad():
+        cond = host.cond_plain
+        x0_cond = host.predictor(latents, t, 7.5, "cond")(cond)
+        x0_cfg = host.predictor(latents, t, 7.5, "cfg")(cond)
+        ref = model.scheduler.step(host.cfg_eps(latents, t, cond, 7.5), t, latents).pred_original_sample
+    assert torch.allclose(x0_cfg, ref[0].permute(1, 0, 2, 3), atol=1e-4)
+    assert not torch.allclose(x0_cond, x0_cfg)
