@@ -101,7 +101,8 @@ class DiffusersVideoHost:
                     with torch.no_grad():
                         eps_u_cache.append(self.eps(latents, t, self.uncond))
                 out = eps_u_cache[0] + cfg_scale * (out - eps_u_cache[0])
-            x0 = predicted_x0(latents.float(), out.float(), alpha_bar, ptype)
+            dt = torch.promote_types(out.dtype, torch.float32)  # fp16 UNet -> fp32; float64 stays (tests)
+            x0 = predicted_x0(latents.to(dt), out.to(dt), alpha_bar, ptype)
             return x0[0].permute(1, 0, 2, 3)  # [1, C, F, h, w] -> [F, C, h, w]
 
         return predict
