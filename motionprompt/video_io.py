@@ -37,3 +37,42 @@ def save_json(data, path: str | os.PathLike) -> Path:
     tmp.write_text(json.dumps(data, indent=2, default=str))
     os.replace(tmp, path)
     return path
+
+
+def read_video(path: str | os.PathLike, start: int = 0, max_frames: int | None = None,
+               short_side: int | None = None) -> np.ndarray:
+    """RGB uint8 [F, H, W, 3] via OpenCV (its wheels bundle FFmpeg); resized so the short side fits.
+
+    Raises ``ValueError`` naming the file when it cannot be opened or holds no frames in range.
+    """
+    import cv2
+
+    cap = cv2.VideoCapture(os.fspath(path))
+    if not cap.isOpened():
+        raise ValueError(f"cannot open video {path}")
+    try:
+        if start:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+        frames = []
+        while max_frames is None or len(frames) < max_frames:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            if short_side:
+                h, w = rgb.shape[:2]
+                s = short_side / min(h, w)
+                rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+            frames.append(rgb)
+    finally:
+        cap.release()
+    if not frames:
+        raise ValueError(f"no frames read from {path} (from frame {start})")
+    return np.stack(frames)
+
+
+def to_tensor(frames: np.ndarray):
+    """uint8 [F, H, W, 3] -> float [F, 3, H, W] in [-1, 1] (the engine's frame convention)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0

@@ -9,6 +9,7 @@ from torch import nn
 from motionprompt import schedule
 from motionprompt.checkpoint import load_discriminator, save_discriminator
 from motionprompt.config import FlowSettings
+from motionprompt.flow import build_flow
 from motionprompt.guidance import MotionGuide
 from motionprompt.reference.host import DiffusersVideoHost
 from motionprompt.reference.sampler import sample
@@ -68,11 +69,14 @@ class MeanFlowD(nn.Module):
         return -50.0 * flow.abs().mean(dim=(1, 2, 3))
 
 
-@pytest.mark.parametrize("make_disc", [MeanFlowD, None])
-def test_loss_goes_down_over_inner_iterations_on_a_fixed_discriminator(model, flow, disc, make_disc):
+@pytest.mark.parametrize(("make_disc", "backend"), [(MeanFlowD, "raft_small"), (None, "raft_small"),
+                                                    (MeanFlowD, "lk_pyramid")])
+def test_loss_goes_down_over_inner_iterations_on_a_fixed_discriminator(model, disc, make_disc, backend):
     host = DiffusersVideoHost(model, "a fox running", freeze_weights=True)
     # two frames -> the pair is the same in every iteration, so the losses are comparable
-    cfg = small_cfg(inner_iters=5, lambda_tv=0.0, lambda_drift=0.0, window_start=0.3, window_end=0.5)
+    settings = FlowSettings(backend, size=128 if backend.startswith("raft") else 64, iters=3)
+    cfg = small_cfg(inner_iters=5, lambda_tv=0.0, lambda_drift=0.0, window_start=0.3, window_end=0.5, flow=settings)
+    flow = build_flow(settings, allow_random=True)
     d = make_disc() if make_disc else disc
     guide = MotionGuide(cfg, host, flow, d)
     sample(host, guide, **{**RUN, "num_frames": 2, "steps": 10})
