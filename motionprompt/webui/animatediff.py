@@ -1,0 +1,80 @@
+"""Reading sd-webui-animatediff's state, lazily and defensively.
+
+AnimateDiff keeps its per-run parameters on a module-level singleton
+(``scripts.animatediff_mm.mm_animatediff.ad_params``, an ``AnimateDiffProcess``), sets them in its
+``before_process`` and fills ``text_cond`` in its own ``cfg_denoiser`` callback at step 0. We read it
+only from inside sampling, so the order of the two extensions' hooks does not matter.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+
+@dataclass
+class AnimateDiffState:
+    params: object  # AnimateDiffProcess
+    video_length: int
+    context: int  # AnimateDiff's "context batch size"
+    closed_loop: str
+    injected: bool
+
+    @property
+    def windows(self) -> int:
+        return 1 if self.video_length <= self.context else -(-self.video_length // self.context)
+
+    @property
+    def prompt_closed_loop(self) -> bool:
+        """The exact rule AnimateDiff uses when it interpolates prompt-travel rows."""
+        return self.video_length > self.context and self.closed_loop in ("R+P", "A")
+
+    def multi_cond(self, rows):
+        """Prompt travel: AnimateDiff's own per-frame interpolation of key-frame rows (differentiable)."""
+        scheduler = getattr(self.params, "prompt_scheduler", None)
+        if scheduler is None:
+            return rows
+        return scheduler.multi_cond(rows, self.prompt_closed_loop)
+
+    @property
+    def text_cond(self):
+        return getattr(self.params, "text_cond", None)
+
+    @text_cond.setter
+    def text_cond(self, value) -> None:
+        self.params.text_cond = value
+
+
+def module():
+    return sys.modules.get("scripts.animatediff_mm")
+
+
+def installed() -> bool:
+    return module() is not None
+
+
+def state() -> AnimateDiffState | None:
+    """The running AnimateDiff job, or None when AnimateDiff is absent, disabled or not injected."""
+    mod = module()
+    mm = getattr(mod, "mm_animatediff", None) if mod else None
+    params = getattr(mm, "ad_params", None)
+    if params is None or not getattr(params, "enable", False):
+        return None
+    injected = bool(getattr(type(mm), "mm_injected", getattr(mm, "mm_injected", False)))
+    return AnimateDiffState(
+        params=params,
+        video_length=int(getattr(params, "video_length", 0) or 0),
+        context=int(getattr(params, "batch_size", 16) or 16),
+        closed_loop=str(getattr(params, "closed_loop", "N")),
+        injected=injected,
+    )
+
+
+def v1_groupnorm_hack() -> bool:
+    """V1/HotShot motion modules normalise over two batch halves: only full cond+uncond calls are safe."""
+    mm = getattr(module(), "mm_animatediff", None)
+    inner = getattr(mm, "mm", None)
+    try:
+        return bool(inner.enable_gn_hack()) if inner is not None else False
+    except Exception:
+        return False

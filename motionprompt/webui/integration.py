@@ -1,0 +1,106 @@
+"""Everything registered with the WebUI at import: the CFG callback, settings, infotext paste, XYZ axes.
+
+Registered once per script load; ``on_script_unloaded`` drops live runs so "Reload UI" leaves
+nothing behind (A1111 clears the callback lists itself before re-importing scripts).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from . import run as runs
+from .args import INFOTEXT_KEY, MotionPromptArgs
+from .script import XYZ_ATTR
+
+log = logging.getLogger("motionprompt")
+
+SECTION = ("motionprompt", "MotionPrompt")
+
+
+def register() -> None:
+    from modules import script_callbacks
+
+    try:
+        script_callbacks.on_cfg_denoiser(runs.on_cfg_denoiser, name="motionprompt")
+    except TypeError:  # A1111 < 1.9 has no callback names
+        script_callbacks.on_cfg_denoiser(runs.on_cfg_denoiser)
+    script_callbacks.on_ui_settings(on_ui_settings)
+    script_callbacks.on_infotext_pasted(on_infotext_pasted)
+    script_callbacks.on_before_ui(add_xyz_axes)
+    script_callbacks.on_script_unloaded(runs.clear)
+
+
+def on_ui_settings() -> None:
+    import gradio as gr
+    from modules import shared
+
+    def add(key, default, label, component=None, args=None, info=None):
+        opt = shared.OptionInfo(default, label, component, args, section=SECTION)
+        if info and hasattr(opt, "info"):
+            opt = opt.info(info)
+        shared.opts.add_option(key, opt)
+
+    add("motionprompt_allow_download", False, "Allow downloading RAFT weights from download.pytorch.org",
+        gr.Checkbox, None, "off: put the .pth files in models/MotionPrompt/flow yourself (--motionprompt-offline forces off)")
+
+
+def on_infotext_pasted(infotext: str, params: dict) -> None:
+    """``MotionPrompt: "a: 1, b: 2"`` -> ``MotionPrompt a``, ``MotionPrompt b`` (what the fields listen to)."""
+    value = params.get(INFOTEXT_KEY)
+    if not isinstance(value, str):
+        return
+    for key, field_value in MotionPromptArgs.parse_infotext(value).items():
+        params[f"{INFOTEXT_KEY} {key}"] = field_value
+
+
+#: (axis label, args field, type); the apply writes a *new* dict on p (xyz shallow-copies p per cell)
+XYZ_AXES = [
+    ("Enabled", "enabled", "bool"),
+    ("Discriminator", "discriminator", str),
+    ("Preset", "preset", str),
+    ("Inner iterations", "inner_iters", int),
+    ("Learning rate", "lr", float),
+    ("Window start", "window_start", float),
+    ("Window end", "window_end", float),
+    ("Every k-th step", "every_k", int),
+    ("λ discriminator", "lambda_disc", float),
+    ("λ flow TV", "lambda_tv", float),
+    ("Frame pairs", "pairs", int),
+    ("Learnable tokens", "n_tokens", int),
+]
+
+
+def _apply(field):
+    def apply(p, value, _xs):
+        setattr(p, XYZ_ATTR, {**(getattr(p, XYZ_ATTR, None) or {}), field: value})
+
+    return apply
+
+
+def add_xyz_axes() -> None:
+    try:
+        from modules import scripts
+
+        xyz = next((d.module for d in scripts.scripts_data
+                    if d.script_class.__module__ in ("xyz_grid.py", "scripts.xyz_grid")), None)
+        if xyz is None:
+            return
+        present = {getattr(o, "label", None) for o in xyz.axis_options}
+        for label, field, kind in XYZ_AXES:
+            full = f"[MotionPrompt] {label}"
+            if full in present:
+                continue  # UI reload
+            if kind == "bool":
+                xyz.axis_options.append(xyz.AxisOption(full, str, _apply(field), choices=xyz.boolean_choice(reverse=True)))
+            elif field == "preset":
+                from ..config import PRESETS
+
+                xyz.axis_options.append(xyz.AxisOption(full, str, _apply(field), choices=lambda: list(PRESETS)))
+            elif field == "discriminator":
+                from .widgets import list_discriminators
+
+                xyz.axis_options.append(xyz.AxisOption(full, str, _apply(field), choices=list_discriminators))
+            else:
+                xyz.axis_options.append(xyz.AxisOption(full, kind, _apply(field)))
+    except Exception as exc:  # an XYZ change upstream must not break the UI
+        log.warning("MotionPrompt: could not add XYZ axes: %s", exc)

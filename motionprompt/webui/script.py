@@ -1,0 +1,66 @@
+"""The AlwaysOn ``Script``: UI in txt2img/img2img, args in, a ``GuidedRun`` per generation."""
+
+from __future__ import annotations
+
+import logging
+
+from modules import scripts
+
+from . import run as runs
+from .args import MotionPromptArgs
+
+log = logging.getLogger("motionprompt")
+
+#: attribute XYZ axes write their overrides into (a dict, replaced on every apply: p is shallow-copied per cell)
+XYZ_ATTR = "motionprompt_xyz"
+
+
+class MotionPromptScript(scripts.Script):
+    sorting_priority = 15  # Forge orders AlwaysOn scripts by it; A1111 ignores it
+
+    def __init__(self):
+        super().__init__()
+        self.run: runs.GuidedRun | None = None
+
+    def title(self):
+        return "MotionPrompt"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        """Side-effect free and re-entrant: the API calls it again to read default values."""
+        from . import ui, widgets
+
+        tab = "img2img" if is_img2img else "txt2img"
+        controls, infotext = ui.build(tab, widgets.list_discriminators, widgets.refresh_button, widgets.accordion,
+                                      widgets.status_line())
+        self.infotext_fields = infotext
+        self.paste_field_names = [key for _, key in infotext if isinstance(key, str)]
+        return controls
+
+    # ------------------------------------------------------------------ per generation
+    def process(self, p, *args):
+        self.run = None
+        try:
+            margs = MotionPromptArgs.from_script_args(args).with_overrides(getattr(p, XYZ_ATTR, None))
+        except ValueError as exc:
+            if args and (args[0] is True or (isinstance(args[0], dict) and args[0].get("enabled"))):
+                runs.report(p, f"not applied: {exc}")
+            return
+        if not margs.enabled:
+            return
+        self.run = runs.start(p, margs)
+
+    def process_batch(self, p, *args, **kwargs):
+        if self.run is not None and self.run.p is p:
+            self.run.begin_batch()
+
+    def postprocess_batch(self, p, *args, **kwargs):
+        if self.run is not None and self.run.p is p:
+            self.run.end_batch()
+
+    def postprocess(self, p, processed, *args):
+        if self.run is not None:
+            self.run.finish()
+            self.run = None

@@ -1,0 +1,158 @@
+"""Learnable tokens in the WebUI's text conditioning, one row per frame.
+
+Input level (default): the tokens enter CLIP's input embeddings exactly as a textual-inversion
+embedding does — a ``PromptChunkFix`` consumed by the WebUI's ``EmbeddingsWithFixes`` — so gradients
+run through the whole text encoder. Before trusting it we re-encode the prompts without tokens and
+compare with the host's own conditioning: prompt editing, ``AND``, exotic emphasis modes or a
+replaced text encoder make them differ, and then we fall back to the output level (the tokens
+replace the conditioning vectors right after the prompt; no gradient through CLIP).
+
+Both keep the host's 77-token row shape, so cond and uncond lengths stay equal (AnimateDiff's
+batched cond/uncond crashes otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+class TokenBudgetError(ValueError):
+    """Prompt + learnable tokens do not fit one 75-token chunk."""
+
+
+@dataclass
+class _TokenVectors:
+    """What ``EmbeddingsWithFixes`` reads from a fix: ``vec``; ``name``/``shorthash`` for TI hashes."""
+
+    vec: torch.Tensor
+    vectors: int
+    name: str = "motionprompt"
+    shorthash: str | None = None  # None keeps it out of the "TI hashes" infotext
+
+
+@dataclass
+class _Line:
+    tokens: list[int]
+    multipliers: list[float]
+    fixes: list
+    count: int  # prompt tokens before ours (our vectors start at chunk position count + 1)
+
+
+def tokenize_rows(clip, prompts: list[str], n_tokens: int) -> tuple[list[str], list[int], dict[str, _Line]]:
+    """Distinct prompts, the row -> distinct index map, and each prompt's single 77-token chunk."""
+    unique = list(dict.fromkeys(prompts))
+    lines = {}
+    for text in unique:
+        chunks, count = clip.tokenize_line(text)
+        room = clip.chunk_length
+        if len(chunks) != 1 or count + n_tokens > room:
+            raise TokenBudgetError(
+                f"prompt is {count} tokens; with {n_tokens} MotionPrompt token(s) it needs more than one "
+                f"{room}-token chunk. Shorten the prompt by {count + n_tokens - room} token(s) or use fewer tokens."
+            )
+        chunk = chunks[0]
+        lines[text] = _Line(list(chunk.tokens), list(chunk.multipliers), list(chunk.fixes), count)
+    index = [unique.index(t) for t in prompts]
+    return unique, index, lines
+
+
+class InputLevelEncoder:
+    """Tokens spliced into CLIP's input embeddings through the host's textual-inversion path."""
+
+    level = "input"
+
+    def __init__(self, clip, prompts: list[str], n_tokens: int, post: Callable | None = None):
+        from modules.sd_hijack_clip import PromptChunkFix
+
+        self.clip = clip
+        self.n_tokens = n_tokens
+        self.post = post
+        self.unique, self.index, self.lines = tokenize_rows(clip, prompts, n_tokens)
+        self._holder = _TokenVectors(torch.zeros(n_tokens, 1), n_tokens)
+        self._fixes = [[*line.fixes, PromptChunkFix(line.count, self._holder)] for line in self.lines.values()]
+
+    def embed_init(self, word: str, n_tokens: int) -> torch.Tensor:
+        vec = self.clip.encode_embedding_init_text(word, n_tokens)
+        if vec.shape[0] == 0:
+            raise ValueError(f"init word {word!r} has no tokens")
+        reps = -(-n_tokens // vec.shape[0])
+        return vec.repeat(reps, 1)[:n_tokens].detach().float()
+
+    def encode_plain(self) -> torch.Tensor:
+        """The prompts re-encoded without our tokens: must reproduce the host's rows."""
+        lines = list(self.lines.values())
+        return self._run([line.fixes for line in lines])
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        self._holder.vec = tokens
+        try:
+            rows = self._run(self._fixes)
+        finally:
+            self._holder.vec = tokens.detach()  # do not keep the graph alive through the holder
+        return self.post(rows) if self.post else rows
+
+    def _run(self, fixes: list) -> torch.Tensor:
+        lines = list(self.lines.values())
+        self.clip.hijack.fixes = fixes
+        try:
+            z = self.clip.process_tokens([line.tokens for line in lines], [line.multipliers for line in lines])
+        finally:
+            self.clip.hijack.fixes = None
+        return z[self.index]
+
+
+class OutputLevelEncoder:
+    """Tokens overwrite the conditioning vectors right after each prompt (no gradient through CLIP)."""
+
+    level = "output"
+
+    def __init__(self, clip, prompts: list[str], n_tokens: int, host_rows: torch.Tensor, post: Callable | None = None):
+        self.n_tokens = n_tokens
+        self.post = post
+        unique, index, lines = tokenize_rows(clip, prompts, n_tokens)
+        self.base = host_rows.detach()
+        self.starts = [lines[unique[i]].count + 1 for i in index]  # +1: BOS
+
+    def embed_init(self, word: str, n_tokens: int) -> torch.Tensor:
+        s = self.starts[0]
+        return self.base[0, s : s + n_tokens].detach().float().clone()
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        rows = []
+        t = tokens.to(self.base.dtype)
+        for r, s in enumerate(self.starts):
+            row = self.base[r]
+            rows.append(torch.cat([row[:s], t, row[s + self.n_tokens :]]))
+        out = torch.stack(rows)
+        return self.post(out) if self.post else out
+
+
+def build_encoder(clip, prompts: list[str], n_tokens: int, host_rows: torch.Tensor, level: str = "auto",
+                  post: Callable | None = None, atol: float = 1e-3):
+    """The input-level encoder when it reproduces ``host_rows``; else the output level (or an error).
+
+    Returns ``(encoder, note)``; ``note`` says why the fallback was taken, for the log and infotext.
+    """
+    if level in ("auto", "input"):
+        reason = None
+        try:
+            enc = InputLevelEncoder(clip, prompts, n_tokens, post)
+            with torch.no_grad():
+                plain = enc.encode_plain()
+            diff = (plain.float() - host_rows.float()).abs().max().item() if plain.shape == host_rows.shape else None
+            if diff is not None and diff <= atol * max(1.0, host_rows.float().abs().max().item()):
+                return enc, None
+            reason = ("re-encoding the prompt does not reproduce the WebUI's conditioning "
+                      f"({'shape ' + str(tuple(plain.shape)) if diff is None else f'max diff {diff:.3g}'}; "
+                      "prompt editing, AND or a custom text encoder?)")
+        except TokenBudgetError:
+            raise
+        except (AttributeError, ImportError, TypeError) as exc:
+            reason = f"textual-inversion path unavailable ({type(exc).__name__}: {exc})"
+        if level == "input":
+            raise RuntimeError(f"input-level tokens impossible: {reason}")
+        return OutputLevelEncoder(clip, prompts, n_tokens, host_rows, post), f"output-level tokens: {reason}"
+    return OutputLevelEncoder(clip, prompts, n_tokens, host_rows, post), None

@@ -1,0 +1,7 @@
+"""A faithful test double of the A1111 v1.10 host (+ sd-webui-animatediff master) for the extension.
+
+Each fake module mirrors the names, signatures, row layouts, call order and grad contexts of the
+upstream file it is named after (see ../../shared/reference/host_api.md, "What a faithful test double
+must reproduce"); the model is a tiny differentiable SD1.5-shaped toy. ``install()`` puts ``modules``
+and AnimateDiff's ``scripts.animatediff_mm`` into ``sys.modules``.
+"""

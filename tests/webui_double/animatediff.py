@@ -1,0 +1,232 @@
+"""sd-webui-animatediff (master) as seen by other extensions: the ``mm_animatediff`` singleton, the
+"AnimateDiff" AlwaysOn script, its cfg_denoiser callback (text_cond frozen at step 0, inner_model
+forward hooked with context windows that REQUIRE the 2 x video_length row layout), prompt travel
+and FreeInit's p.sample replacement. Behaviour follows scripts/animatediff_*.py at a88e889."""
+
+import re
+import sys
+import types
+from types import MethodType
+
+import torch
+from modules import scripts, shared
+from torch import nn
+
+
+class AnimateDiffProcess:
+    def __init__(self, model="mm_sd15_v3.safetensors", enable=False, video_length=0, fps=8, closed_loop="R-P",
+                 batch_size=16, stride=1, overlap=-1, freeinit_enable=False, freeinit_iters=2, **_ignored):
+        self.model, self.enable, self.video_length, self.fps = model, enable, video_length, fps
+        self.closed_loop, self.batch_size, self.stride, self.overlap = closed_loop, batch_size, stride, overlap
+        self.freeinit_enable, self.freeinit_iters = freeinit_enable, freeinit_iters
+        self.prompt_scheduler = None
+
+    def set_p(self, p):
+        p.batch_size = self.batch_size if self.video_length < self.batch_size else self.video_length
+        if self.video_length == 0:
+            self.video_length = p.batch_size
+        if self.overlap == -1:
+            self.overlap = self.batch_size // 4
+
+
+class TemporalToy(nn.Module):
+    """Like VersatileAttention: reshapes '(b f) c h w' with f = ad_params.batch_size (context size)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.mix = nn.Conv1d(channels, channels, 3, padding=1)
+
+    def forward(self, h):
+        f = mm_animatediff.ad_params.batch_size
+        bf, c, hh, ww = h.shape
+        if bf % f:
+            raise RuntimeError(f"temporal layer got {bf} rows, not a multiple of the context size {f}")
+        x = h.view(bf // f, f, c, hh, ww).permute(0, 3, 4, 2, 1).reshape(-1, c, f)
+        x = self.mix(x).reshape(bf // f, hh, ww, c, f).permute(0, 4, 3, 1, 2).reshape(bf, c, hh, ww)
+        return h + 0.5 * x
+
+
+class AnimateDiffMM:
+    mm_injected = False
+
+    def __init__(self):
+        self.ad_params = None
+        self.mm = types.SimpleNamespace(enable_gn_hack=lambda: False, is_v2=True)
+
+    def set_ad_params(self, ad_params):
+        self.ad_params = ad_params
+
+    def inject(self, sd_model, model_name=""):
+        if AnimateDiffMM.mm_injected:
+            return
+        unet = sd_model.model.diffusion_model
+        torch.manual_seed(123)
+        unet.motion = TemporalToy(unet.conv_in.out_channels)  # requires_grad left True, like upstream
+        AnimateDiffMM.mm_injected = True
+
+    def restore(self, sd_model):
+        sd_model.model.diffusion_model.motion = None
+        AnimateDiffMM.mm_injected = False
+
+
+mm_animatediff = AnimateDiffMM()
+
+
+class AnimateDiffPromptSchedule:
+    """Prompt travel: '<frame>: text' lines between head and tail lines; rows slerped between key frames."""
+
+    def __init__(self, p, params):
+        self.prompt_map = None
+        lines = p.prompt.strip().split("\n") if isinstance(p.prompt, str) else []
+        head, mapp, tail, mode = [], {}, [], "head"
+        for line in lines:
+            if mode == "head" and re.match(r"^\d+:", line):
+                mode = "mapp"
+            if mode == "head":
+                head.append(line)
+            elif mode == "mapp":
+                m = re.match(r"^(\d+): (.+)$", line)
+                if m:
+                    mapp[int(m.group(1))] = m.group(2)
+                else:
+                    mode = "tail"
+            if mode == "tail":
+                tail.append(line)
+        if not mapp:
+            return
+        self.prompt_map, prompt_list, last, current = {}, [], 0, ""
+        for frame, prompt in mapp.items():
+            prompt_list += [current] * (frame - last)
+            last = frame
+            current = f"{', '.join(head)}, {prompt}, {', '.join(tail)}"
+            self.prompt_map[frame] = current
+        prompt_list += [current] * (p.batch_size - last)
+        p.prompt = prompt_list * p.n_iter
+
+    def single_cond(self, center, video_length, cond, closed_loop=False):
+        keys = list(self.prompt_map)
+        key_prev, key_next = (keys[-1], keys[0]) if closed_loop else (keys[0], keys[-1])
+        for k in keys:
+            if k > center:
+                key_next = k
+                break
+            key_prev = k
+        dist_prev = center - key_prev + (video_length if center < key_prev else 0)
+        dist_next = key_next - center + (video_length if key_next < center else 0)
+        if key_prev == key_next or dist_prev + dist_next == 0:
+            return cond[key_prev]
+        return self.slerp(cond[key_prev], cond[key_next], dist_prev / (dist_prev + dist_next))
+
+    def multi_cond(self, cond, closed_loop=False):
+        if self.prompt_map is None:
+            return cond
+        rows = [self.single_cond(i, cond.shape[0], cond, closed_loop) for i in range(cond.shape[0])]
+        return torch.stack(rows).to(cond.dtype).to(cond.device)
+
+    @staticmethod
+    def slerp(v0, v1, t, threshold=0.9995):
+        u0, u1 = v0 / v0.norm(), v1 / v1.norm()
+        dot = (u0 * u1).sum()
+        if dot.abs() > threshold:
+            return (1.0 - t) * v0 + t * v1
+        omega = dot.acos()
+        return (((1.0 - t) * omega).sin() * v0 + (t * omega).sin() * v1) / omega.sin()
+
+
+def uniform(step, video_length, batch_size, stride, overlap, closed_loop):
+    """Context windows (simplified ordered-halving schedule: sliding windows, wrapping at the end)."""
+    if video_length <= batch_size:
+        yield list(range(batch_size))
+        return
+    for j in range(0, video_length - overlap, batch_size - overlap):
+        yield [e % video_length for e in range(j, j + batch_size)]
+
+
+def animatediff_on_cfg_denoiser(cfg_params):
+    ad_params = mm_animatediff.ad_params
+    if ad_params is None or not ad_params.enable:
+        return
+    if not AnimateDiffMM.mm_injected:
+        return
+    if cfg_params.denoiser.step == 0 and getattr(cfg_params.denoiser.inner_model, "original_forward", None) is None:
+        closed = ad_params.video_length > ad_params.batch_size and ad_params.closed_loop in ("R+P", "A")
+        ad_params.text_cond = ad_params.prompt_scheduler.multi_cond(cfg_params.text_cond, closed)
+
+        def mm_sd_forward(self, x_in, sigma_in, cond):
+            x_out = torch.zeros_like(x_in)
+            for context in uniform(ad_params.step, ad_params.video_length, ad_params.batch_size, ad_params.stride,
+                                   ad_params.overlap, ad_params.closed_loop):
+                if shared.opts.batch_cond_uncond:
+                    _context = context + [c + ad_params.video_length for c in context]
+                else:
+                    _context = context
+                out = self.original_forward(x_in[_context], sigma_in[_context],
+                                            cond={k: ([v[0][_context]] if isinstance(v, list) else v[_context])
+                                                  for k, v in cond.items()})
+                x_out = x_out.to(dtype=out.dtype)
+                x_out[_context] = out
+            return x_out
+
+        inner = cfg_params.denoiser.inner_model
+        inner.original_forward = inner.forward
+        inner.forward = MethodType(mm_sd_forward, inner)
+    cfg_params.text_cond = ad_params.text_cond
+    ad_params.step = cfg_params.denoiser.step
+
+
+class AnimateDiffScript(scripts.Script):
+    def title(self):
+        return "AnimateDiff"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        import gradio as gr
+
+        return (gr.State(value=AnimateDiffProcess()),)
+
+    def before_process(self, p, params):
+        if isinstance(params, dict):  # get_animatediff_arg: the API sends a dict
+            params = AnimateDiffProcess(**params)
+            p.script_args = list(p.script_args)
+            p.script_args[self.args_from] = params
+        mm_animatediff.set_ad_params(params)
+        if params.enable:
+            mm_animatediff.inject(p.sd_model, params.model)
+            params.set_p(p)
+            params.prompt_scheduler = AnimateDiffPromptSchedule(p, params)
+            p.extra_generation_params["AnimateDiff"] = f"video_length: {params.video_length}"
+            if params.freeinit_enable:
+                hack_freeinit(p, params)
+
+    def postprocess(self, p, res, params):
+        if params.enable:
+            mm_animatediff.restore(p.sd_model)
+
+
+def hack_freeinit(p, params):
+    """FreeInit: sampler.sample is called freeinit_iters times; process_before_every_sampling is NOT."""
+    original_sample = p.sample
+
+    def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
+        x = None
+        for it in range(params.freeinit_iters):
+            out = original_sample(conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts)
+            x = out
+            if it < params.freeinit_iters - 1:
+                seeds = [s + 1000 for s in seeds]  # re-noised start (frequency mix omitted)
+        return x
+
+    p.sample = MethodType(sample, p)
+
+
+def module():
+    mod = types.ModuleType("scripts.animatediff_mm")
+    mod.mm_animatediff = mm_animatediff
+    mod.AnimateDiffMM = AnimateDiffMM
+    return mod
+
+
+def install_module():
+    sys.modules["scripts.animatediff_mm"] = module()

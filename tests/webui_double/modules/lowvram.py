@@ -1,0 +1,2 @@
+def is_enabled(sd_model):
+    return sd_model.lowvram

@@ -1,0 +1,104 @@
+"""Loads the real extension (scripts/motionprompt.py) into the WebUI double, as A1111 does at startup."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DOUBLE = Path(__file__).resolve().parent / "webui_double"
+
+
+def install_double():
+    if str(DOUBLE) not in sys.path:
+        sys.path.insert(0, str(DOUBLE))
+    import modules
+
+    assert Path(modules.__file__).resolve().parent == DOUBLE / "modules", "a real WebUI 'modules' shadows the double"
+
+
+class WebUI:
+    """One started WebUI: callbacks registered in load order, txt2img ScriptRunner with its UI built."""
+
+    def __init__(self, tmp_path, order=("animatediff", "motionprompt"), with_animatediff=True):
+        install_double()
+        from modules import errors, paths, processing, script_callbacks, scripts, shared
+
+        from .webui_double import animatediff as ad
+        from .webui_double.model import ToySDModel
+
+        script_callbacks.clear_callbacks()
+        scripts.scripts_data.clear()
+        errors.reported.clear()
+        shared.state.__init__()
+        shared.opts.data.update(shared.DEFAULTS)
+        processing.StableDiffusionProcessing.cached_c = [None, None]
+        processing.StableDiffusionProcessing.cached_uc = [None, None]
+        paths.models_path = str(tmp_path / "models")
+        sys.modules.pop("scripts.animatediff_mm", None)
+        ad.mm_animatediff.ad_params = None
+        ad.AnimateDiffMM.mm_injected = False
+        self.ad = ad
+        self.sd_model = ToySDModel(seed=0)
+        shared.sd_model = self.sd_model
+        classes = []
+        for name in order:
+            if name == "animatediff" and with_animatediff:
+                ad.install_module()
+                script_callbacks.on_cfg_denoiser(ad.animatediff_on_cfg_denoiser)
+                classes.append(ad.AnimateDiffScript)
+            elif name == "motionprompt":
+                module = load_extension_script()
+                scripts.register_module(module, str(ROOT / "scripts" / "motionprompt.py"))
+                classes.append(module.MotionPromptScript)
+        script_callbacks.ui_settings_callback()
+        self.runner = scripts.ScriptRunner(classes)
+        self.runner.create_script_ui()
+        self.mp = next(s for s in self.runner.alwayson_scripts if s.title() == "MotionPrompt")
+        self.errors = errors.reported
+
+    def ui_defaults(self) -> list:
+        return self.runner.default_args()
+
+    def generate(self, mp_args, ad_args=None, **kwargs):
+        """txt2img through process_images; ``mp_args`` is a dict (API style) or a list of UI values."""
+        from modules import processing
+
+        args = self.ui_defaults()
+        if isinstance(mp_args, dict):
+            args[self.mp.args_from] = mp_args  # api.init_script_args copies the API list into the first slots
+        else:
+            args[self.mp.args_from:self.mp.args_from + len(mp_args)] = mp_args
+        for script in self.runner.alwayson_scripts:
+            if script.title() == "AnimateDiff":
+                args[script.args_from] = dict(ad_args) if ad_args is not None else {"enable": False}
+        kwargs.setdefault("prompt", "a white fox running")
+        kwargs.setdefault("steps", 8)
+        p = processing.StableDiffusionProcessingTxt2Img(sd_model=self.sd_model, scripts=self.runner, script_args=args,
+                                                        **kwargs)
+        p.is_api = isinstance(mp_args, dict)
+        res = processing.process_images(p)
+        return p, res
+
+
+def load_extension_script():
+    """script_loading.load_module: the extension root on sys.path while the file executes."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        spec = importlib.util.spec_from_file_location("motionprompt.py", ROOT / "scripts" / "motionprompt.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT))
+    return module
+
+
+def save_disc(models_path: Path, name="disc.safetensors", backend="lk_pyramid", size=32):
+    from motionprompt.checkpoint import save_discriminator
+    from motionprompt.config import FlowSettings
+    from motionprompt.discriminator import build_discriminator
+
+    torch.manual_seed(0)
+    return save_discriminator(Path(models_path) / "MotionPrompt" / name, build_discriminator("cnn", width=8, depth=3),
+                              FlowSettings(backend, size, 2))
