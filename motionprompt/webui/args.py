@@ -110,6 +110,10 @@ class MotionPromptArgs:
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"MotionPrompt argument {f.name}={value!r}: {exc}") from exc
             setattr(self, f.name, value)
+        if not self.flow_size:  # 0 = auto in the UI
+            self.flow_size = None
+        if not self.flow_iters:
+            self.flow_iters = None
         if self.flow_backend == FLOW_AUTO:
             self.flow_backend = None
         if self.preset not in PRESETS:
@@ -142,16 +146,27 @@ class MotionPromptArgs:
 
     # ------------------------------------------------------------------ infotext
     def to_infotext(self) -> str:
-        """``key: value, ...`` with only what differs from the defaults (short, like adetailer)."""
-        default = MotionPromptArgs()
+        """``key: value, ...`` with what differs from the preset (short, like adetailer), so the UI's
+        explicit values and an API dict that leaves them to the preset write the same text."""
+        implied = self.preset_values(self.preset)
         parts = []
         for f in fields(self):
-            if f.name == "enabled":
-                continue
             value = getattr(self, f.name)
-            if f.name in ("discriminator", "preset") or value != getattr(default, f.name):
+            if f.name == "enabled" or value is None:
+                continue
+            if f.name in ("discriminator", "preset") or value != implied.get(f.name, getattr(MotionPromptArgs, f.name)):
                 parts.append(f"{f.name}: {_format(value)}")
         return ", ".join(parts)
+
+    @staticmethod
+    def preset_values(name: str) -> dict:
+        """The value every engine field takes under a preset (what the UI's Preset radio writes)."""
+        cfg = GuidanceConfig.from_dict(PRESETS[name])
+        names = set(MotionPromptArgs.field_names())
+        values = {k: v for k, v in cfg.to_dict().items() if k in names and k != "seed"}
+        flow = PRESETS[name].get("flow", {})
+        values.update(flow_size=flow.get("size"), flow_iters=flow.get("iters"))
+        return values
 
     @classmethod
     def parse_infotext(cls, text: str) -> dict:

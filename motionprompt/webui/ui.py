@@ -7,7 +7,7 @@ of ``Script.process(p, *args)`` and of the API's ``args`` list.
 
 from __future__ import annotations
 
-from ..config import COND_AFTER, DISC_LOSS_FORMS, OPTIMIZERS, PRESETS, X0_MODES, GuidanceConfig
+from ..config import COND_AFTER, DISC_LOSS_FORMS, OPTIMIZERS, PRESETS, X0_MODES
 from .args import FLOW_AUTO, INFOTEXT_KEY, TOKEN_LEVELS, MotionPromptArgs
 
 FLOW_CHOICES = [FLOW_AUTO, "raft_small", "raft_large", "lk_pyramid"]
@@ -43,10 +43,8 @@ assert set(CONTROLS) | {"enabled", "discriminator", "preset"} == set(MotionPromp
 
 def preset_values(name: str) -> dict:
     """Every advanced control's value under a preset (what the Preset radio writes into them)."""
-    cfg = GuidanceConfig.from_dict(PRESETS[name])
-    values = {k: getattr(cfg, k) for k in CONTROLS if hasattr(cfg, k)}
-    flow = PRESETS[name].get("flow", {})
-    values.update(flow_backend=FLOW_AUTO, flow_size=flow.get("size", 0), flow_iters=flow.get("iters", 0),
+    values = MotionPromptArgs.preset_values(name)
+    values.update(flow_backend=FLOW_AUTO, flow_size=values["flow_size"] or 0, flow_iters=values["flow_iters"] or 0,
                   seed=-1, token_level="auto")
     return values
 
