@@ -97,7 +97,7 @@ def test_infotext_round_trip_restores_every_field(webui):
     args = MotionPromptArgs.from_dict({**MP, "lambda_tv": 0.25, "pairs": 2, "flow_backend": "lk_pyramid"})
     params = {"MotionPrompt": args.to_infotext(), "Steps": "8"}
     script_callbacks.infotext_pasted_callback("", params)
-    fields = dict((key, comp) for comp, key in webui.mp.infotext_fields if isinstance(key, str))
+    fields = {key: comp for comp, key in webui.mp.infotext_fields if isinstance(key, str)}
     pasted = {key[len("MotionPrompt "):]: params[key] for key in fields if key in params}
     assert pasted["lambda_tv"] == "0.25" and pasted["pairs"] == "2" and pasted["discriminator"] == "disc.safetensors"
     enabled_mapper = next(k for _c, k in webui.mp.infotext_fields if callable(k))
@@ -128,7 +128,7 @@ def test_xyz_axes_override_ui_values_per_cell(webui):
     off = {"enabled": False, "discriminator": "disc.safetensors"}
 
     class Overriding(processing.StableDiffusionProcessingTxt2Img):
-        motionprompt_xyz = {"enabled": "True", "inner_iters": 1, "window_start": 0.25, "window_end": 0.75}
+        motionprompt_xyz = {"enabled": "True", "inner_iters": 1, "window_start": 0.25, "window_end": 0.75}  # noqa: RUF012
 
     p, _ = _generate_with_class(webui, Overriding, off)
     assert p.extra_generation_params["MotionPrompt result"].startswith("4 steps x 1 it")
@@ -159,7 +159,7 @@ def _generate_with_class(webui, cls, mp_args):
 
 def test_prompt_travel_keeps_working_with_tokens_on_every_frame(webui):
     travel = "a fox\n0: running\n4: jumping\nsnow"
-    plain_p, plain = webui.generate({"enabled": False}, AD, prompt=travel)
+    _plain_p, plain = webui.generate({"enabled": False}, AD, prompt=travel)
     p, res = webui.generate(MP, AD, prompt=travel)
     assert not webui.errors, webui.errors
     assert "input-level tokens" in p.extra_generation_params["MotionPrompt result"]
@@ -236,7 +236,7 @@ def test_get_pred_x0_matches_the_closed_forms(webui):
 def test_every_fault_finishes_the_generation_unguided_and_says_why(webui, tmp_path, case, message):
     from modules import processing
 
-    plain_p, plain = webui.generate({"enabled": False}, AD)
+    _plain_p, plain = webui.generate({"enabled": False}, AD)
     args, ad, prompt = dict(MP), dict(AD), "a white fox running"
     if case == "missing":
         args["discriminator"] = "nope.safetensors"
@@ -283,7 +283,7 @@ class _Boom(torch.nn.Module):
 def test_failure_mid_sampling_restores_animatediff_conditioning(webui, monkeypatch, exc, words):
     from motionprompt.webui import run
 
-    plain_p, plain = webui.generate({"enabled": False}, AD)
+    _plain_p, plain = webui.generate({"enabled": False}, AD)
     original_start = run.GuidedRun.__init__
 
     def patched(self, p, args, cfg, disc, flow):
@@ -331,7 +331,7 @@ def test_output_level_fallback_when_reencoding_differs(webui, monkeypatch):
 
 def test_forge_like_inference_mode_host_is_refused_cleanly(webui):
     """Forge samples under inference_mode: the extension must say so, not crash, and change nothing."""
-    plain_p, plain = webui.generate({"enabled": False}, AD)
+    _plain_p, plain = webui.generate({"enabled": False}, AD)
     webui.sd_model.forge_objects = object()
     with torch.inference_mode():
         p, res = webui.generate(MP, AD)
