@@ -299,23 +299,33 @@ def test_failure_mid_sampling_restores_animatediff_conditioning(webui, monkeypat
     assert not webui.errors
 
 
-def test_interrupt_between_inner_iterations_is_honoured(webui):
-    from modules import script_callbacks, shared
+def test_interrupt_between_inner_iterations_is_honoured(webui, monkeypatch):
+    """Interrupt pressed during the 1st inner iteration of step 3: the loop stops before the 2nd, the
+    host ends sampling with its last latent (launch_sampling), and the run still reports and cleans up."""
+    from modules import shared
 
-    def interrupt_at_step_3(params):
-        if params.denoiser.step == 3:
+    from motionprompt.guidance import MotionGuide
+
+    iterations = []
+    original = MotionGuide._iteration
+
+    def counting(self, step, it, *a):
+        iterations.append((step, it))
+        if step == 3:
             shared.state.interrupted = True
+        return original(self, step, it, *a)
 
-    script_callbacks.on_cfg_denoiser(interrupt_at_step_3)
+    monkeypatch.setattr(MotionGuide, "_iteration", counting)
     try:
-        from modules import sd_samplers_common
-
-        with pytest.raises(sd_samplers_common.InterruptedException):
-            webui.generate(MP, AD)
+        p, res = webui.generate(MP, AD)
     finally:
         shared.state.interrupted = False
+    assert iterations == [(2, 0), (2, 1), (3, 0)]
+    assert len(res.images) == 8
+    assert p.extra_generation_params["MotionPrompt result"].startswith("2 steps x 2 it")
+    from motionprompt.webui import run
 
-    assert not webui.errors
+    assert not run._RUNS and not webui.errors
 
 
 def test_output_level_fallback_when_reencoding_differs(webui, monkeypatch):

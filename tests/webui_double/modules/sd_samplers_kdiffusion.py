@@ -3,6 +3,7 @@
 
 import torch
 from modules import shared
+from modules.sd_samplers_common import InterruptedException
 from modules.sd_samplers_cfg_denoiser import CFGDenoiser
 
 
@@ -110,5 +111,13 @@ class KDiffusionSampler:
         shared.state.sampling_step = 0
         self.sampler_extra_args = {"cond": conditioning, "image_cond": image_conditioning,
                                    "uncond": unconditional_conditioning, "cond_scale": p.cfg_scale, "s_min_uncond": 0.0}
-        return self.funcname(self.model_wrap_cfg, x, sigmas, extra_args=self.sampler_extra_args,
-                             callback=self.callback_state)
+        return launch_sampling(self, lambda: self.funcname(self.model_wrap_cfg, x, sigmas,
+                                                           extra_args=self.sampler_extra_args, callback=self.callback_state))
+
+
+def launch_sampling(sampler, func):
+    """sd_samplers_common.Sampler.launch_sampling: Interrupt/Skip end sampling with the last latent."""
+    try:
+        return func()
+    except InterruptedException:
+        return sampler.last_latent

@@ -3,6 +3,7 @@
 import torch
 from modules import shared
 from modules.sd_samplers_cfg_denoiser import CFGDenoiser
+from modules.sd_samplers_kdiffusion import launch_sampling
 
 
 class CompVisTimestepsDenoiser(torch.nn.Module):
@@ -67,4 +68,5 @@ class CompVisSampler:
         self.sampler_extra_args = {"cond": conditioning, "image_cond": image_conditioning,
                                    "uncond": unconditional_conditioning, "cond_scale": p.cfg_scale, "s_min_uncond": 0.0}
         self.model_wrap_cfg.inner_model  # noqa: B018  builds model_wrap like upstream's lazy property
-        return ddim(self.model_wrap_cfg, x, timesteps, extra_args=self.sampler_extra_args, callback=self.callback_state)
+        return launch_sampling(self, lambda: ddim(self.model_wrap_cfg, x, timesteps, extra_args=self.sampler_extra_args,
+                                                  callback=self.callback_state))
