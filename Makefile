@@ -2,21 +2,29 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 STAMP := .deps-installed
+G4 := .venv-gradio4
 
-.PHONY: deps demo test lint
+.PHONY: deps demo test lint test-gradio4
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PIP) install -q -r requirements-dev.txt
 	@touch $(STAMP)
+
+$(G4)/.installed: requirements-gradio4.txt
+	$(PYTHON) -m venv $(G4)
+	$(G4)/bin/pip install -q -r requirements-gradio4.txt
+	@touch $@
 
 deps: $(STAMP)
 
 demo: $(STAMP)
 	$(PYTHON) -m motionprompt demo --out outputs/demo
 
-test: $(STAMP)
+# lint, the whole suite (gradio 3.41.2, A1111's pin), then the accordion again under gradio 4.40 (Forge)
+test: $(STAMP) $(G4)/.installed
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -q
+	$(G4)/bin/python -m pytest -q --noconftest -p no:cacheprovider tests/test_webui_ui.py
 
 lint: $(STAMP)
 	$(PYTHON) -m ruff check .
