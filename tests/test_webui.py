@@ -347,3 +347,51 @@ def test_forge_like_inference_mode_host_is_refused_cleanly(webui):
         p, res = webui.generate(MP, AD)
     assert "Forge is not supported" in p.extra_generation_params["MotionPrompt result"]
     assert torch.equal(res.samples, plain.samples)
+
+
+def test_host_cond_tensors_and_caches_are_never_mutated(webui):
+    from modules import processing
+
+    webui.generate({"enabled": False}, AD)  # fills the class-level cache for this prompt/batch
+    cached = processing.StableDiffusionProcessing.cached_c[1]
+    before = cached.batch[0][0].schedules[0].cond.clone()
+    p, _ = webui.generate(MP, AD)
+    assert p.extra_generation_params["MotionPrompt result"].startswith("4 steps")
+    assert processing.StableDiffusionProcessing.cached_c[1] is cached  # reused, not rebuilt ...
+    assert torch.equal(cached.batch[0][0].schedules[0].cond, before)  # ... and unchanged
+
+
+def test_no_gradient_reaching_the_tokens_stops_guidance_with_a_reason(webui, monkeypatch):
+    """ControlNet-style: a UNet that reads the text under no_grad gives the tokens no gradient."""
+    unet = webui.sd_model.model.diffusion_model
+    forward = type(unet).forward
+
+    def detached(self, x, timesteps, context):
+        return forward(self, x, timesteps, context.detach() + 0 * context)
+
+    monkeypatch.setattr(type(unet), "forward", detached)
+    p, _ = webui.generate(MP, AD)
+    text = p.extra_generation_params["MotionPrompt result"]
+    assert "no gradient reached the tokens" in text, text
+
+
+def test_loads_and_explains_without_animatediff(tmp_path):
+    ui = WebUI(tmp_path, with_animatediff=False)
+    save_disc(tmp_path / "models")
+    p, res = ui.generate(MP, None, batch_size=2)
+    assert "not applied: sd-webui-animatediff is not installed" in p.extra_generation_params["MotionPrompt result"]
+    assert len(res.images) == 2 and not ui.errors
+
+
+def test_old_webui_without_denoiser_in_callback_params_is_refused(webui, monkeypatch):
+    from modules import script_callbacks
+
+    from motionprompt.webui import run
+
+    class OldParams:  # A1111 < 1.8: CFGDenoiserParams has no `denoiser`
+        def __init__(self, x, image_cond, sigma, sampling_step, total_sampling_steps, text_cond, text_uncond):
+            pass
+
+    monkeypatch.setattr(script_callbacks, "CFGDenoiserParams", OldParams)
+    assert "older than 1.8" in run.host_problem(type("P", (), {"sd_model": webui.sd_model})())
+    run.on_cfg_denoiser(OldParams(*[None] * 7))  # a callback without denoiser is ignored, not an error
