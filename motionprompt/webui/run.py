@@ -98,7 +98,8 @@ def start(p, args: MotionPromptArgs) -> GuidedRun | None:
         if problem:
             raise GuidanceUnavailable(problem)
         disc = load_disc(args, devices.device)
-        cfg = args.engine_config(int(p.seeds[0] if getattr(p, "seeds", None) else p.seed), disc.flow)
+        seeds = getattr(p, "all_seeds", None) or [0]  # p.seed may still be -1; all_seeds are resolved
+        cfg = args.engine_config(int(seeds[0]), disc.flow)
         disc.check_flow(cfg.flow)
         flow = build_run_flow(cfg, devices.device)
     except (GuidanceUnavailable, CheckpointError, ValueError) as exc:
@@ -150,7 +151,9 @@ class GuidedRun:
         self._mem_plain: int | None = None
 
     # ------------------------------------------------------------------ per batch
-    def begin_batch(self) -> None:
+    def begin_batch(self, seeds=None) -> None:
+        if self.args.seed < 0 and seeds:  # pair seed follows each video's own seed
+            self.cfg.seed = int(seeds[0])
         self.guides, self.problem, self.notes = [], None, []
         self._denoiser, self._virtual, self._cond, self._t_start, self._mem_plain = None, -1, None, None, None
 

@@ -54,7 +54,7 @@ class MotionPromptScript(scripts.Script):
 
     def process_batch(self, p, *args, **kwargs):
         if self.run is not None and self.run.p is p:
-            self.run.begin_batch()
+            self.run.begin_batch(kwargs.get("seeds"))
 
     def postprocess_batch(self, p, *args, **kwargs):
         if self.run is not None and self.run.p is p:
