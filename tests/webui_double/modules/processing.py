@@ -114,7 +114,7 @@ def process_images_inner(p):
                 ps = PostSampleArgs(samples)
                 p.scripts.post_sample(p, ps)
                 samples = ps.samples
-            x = p.sd_model.decode_first_stage(samples)
+            x = torch.clamp((p.sd_model.decode_first_stage(samples).float() + 1.0) / 2.0, min=0.0, max=1.0)
             if p.scripts is not None:
                 p.scripts.postprocess_batch(p, x, batch_number=n)
             samples_out.append(samples)
