@@ -3,8 +3,8 @@
 
 import torch
 from modules import shared
-from modules.sd_samplers_common import InterruptedException
 from modules.sd_samplers_cfg_denoiser import CFGDenoiser
+from modules.sd_samplers_common import InterruptedException
 
 
 class CompVisDenoiser(torch.nn.Module):
