@@ -170,8 +170,23 @@ def main(argv: list[str] | None = None) -> int:
     fc.add_argument("--size", type=int, default=128, help="short side of the frames (multiple of 8)")
     fc.add_argument("--iters", type=int, default=6)
     fc.add_argument("--pairs", type=int, default=8, help="frame pairs per clip window")
+    from . import bench, metrics
+
+    metrics.add_arguments(sub.add_parser("metrics", help="weight-free temporal metrics of video files (warp error, "
+                                         "flicker, smoothness, dynamic degree, optional D score)"))
+    bench.add_arguments(sub.add_parser("bench", help="plain vs guided sampling in one process: time, memory, phases"))
+    from . import train_cli
+
+    train_cli.add_train_arguments(sub.add_parser("train", help="train a flow discriminator: real clips vs generated "
+                                                 "videos and/or synthetic corruptions"))
+    train_cli.add_score_arguments(sub.add_parser("score", help="score videos with a trained discriminator"))
     args = parser.parse_args(argv)
+    if args.command in ("train", "score"):  # exit code 2 on bad input, with the reason on stderr
+        return (train_cli.run_train if args.command == "train" else train_cli.run_score)(args)
     t0 = time.perf_counter()
+    if args.command in ("metrics", "bench"):  # their last line is the table / JSON, no timing footer
+        (metrics if args.command == "metrics" else bench).run(args)
+        return 0
     if args.command == "demo":
         gen_args = gen.parse_args(["--random-disc", "--compare", "--flow-backend", "lk_pyramid", "--flow-size", "64",
                                    "--flow-iters", "6", "--out", args.out, "--steps", str(args.steps)])

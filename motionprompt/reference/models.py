@@ -61,6 +61,42 @@ def tiny_model(seed: int = 0) -> VideoModel:
     return VideoModel(unet, vae, text, tok, ddim_scheduler(), name="tiny")
 
 
+def sd15_random_model(seed: int = 0, motion_layers: bool = True) -> VideoModel:
+    """Random weights in the real shapes: SD1.5 UNet (320/640/1280/1280, cross-attention 768) with
+    AnimateDiff v2-style motion modules (8 heads, 32 positions, motion mid block), the SD VAE
+    (128/256/512/512, scaling 0.18215) and a CLIP ViT-L/14-sized text model (768 wide, 12 layers).
+
+    Built in code, nothing downloaded: ~1.3 B UNet + 84 M VAE + 123 M text parameters, ~6 GB in fp32.
+    For cost measurements (``python -m motionprompt bench``); its samples are noise. ``motion_layers``
+    False keeps the UNetMotionModel but with a single short motion layer per block (not SD1.5-sized).
+    """
+    from diffusers import AutoencoderKL, UNetMotionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tok = WordTokenizer(vocab_size=49408, max_length=77)
+    text = CLIPTextModel(CLIPTextConfig(
+        vocab_size=tok.vocab_size, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+        num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
+        bos_token_id=tok.bos, eos_token_id=tok.eos, pad_token_id=tok.pad,
+    ))
+    unet = UNetMotionModel(
+        sample_size=64, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+        down_block_types=("CrossAttnDownBlockMotion",) * 3 + ("DownBlockMotion",),
+        up_block_types=("UpBlockMotion",) + ("CrossAttnUpBlockMotion",) * 3,
+        cross_attention_dim=768, num_attention_heads=8, norm_num_groups=32,
+        motion_num_attention_heads=8 if motion_layers else 1, motion_max_seq_length=32,
+        use_motion_mid_block=motion_layers,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4, norm_num_groups=32, sample_size=512, scaling_factor=0.18215,
+    )
+    for m in (unet, vae, text):
+        m.eval()
+    return VideoModel(unet, vae, text, tok, ddim_scheduler(), name="sd15-random")
+
 def load_model(folder: str | os.PathLike, motion_adapter: str | None = None) -> VideoModel:
     """A diffusers AnimateDiff folder (unet = UNetMotionModel), or an SD1.5 folder plus a MotionAdapter."""
     from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
