@@ -1,5 +1,7 @@
 """The real extension (scripts/ entry, UI, hooks, callback) driven end to end through the WebUI double."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -38,6 +40,11 @@ def test_guided_animatediff_job_runs_end_to_end(webui):
     assert all(w.requires_grad for w in _weights(webui.sd_model))  # ... and the host's flags untouched
     assert processing.StableDiffusionProcessing.cached_c[0] == cache_before[0]
     assert webui.ad.mm_animatediff.ad_params.text_cond is not None
+    metrics = p.extra_generation_params["MotionPrompt metrics"]
+    assert "warp error" in metrics and "flicker" in metrics and "D 0." in metrics
+    report = next(c for c in p.comments if "report" in c).rsplit("report ", 1)[1]
+    page = Path(report).read_text(encoding="utf-8")
+    assert "<svg" in page and "polyline" in page and "steps_guided" in page
 
 
 @pytest.mark.parametrize("order", [("animatediff", "motionprompt"), ("motionprompt", "animatediff")])
@@ -153,7 +160,8 @@ def _generate_with_class(webui, cls, mp_args):
     args[webui.mp.args_from] = mp_args
     ad_script = next(s for s in webui.runner.alwayson_scripts if s.title() == "AnimateDiff")
     args[ad_script.args_from] = dict(AD)
-    p = cls(sd_model=webui.sd_model, scripts=webui.runner, script_args=args, prompt="a fox", steps=8)
+    p = cls(sd_model=webui.sd_model, scripts=webui.runner, script_args=args, prompt="a fox", steps=8,
+            outpath_samples=str(webui.outputs))
     return p, processing.process_images(p)
 
 

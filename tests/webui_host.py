@@ -36,6 +36,7 @@ class WebUI:
         processing.StableDiffusionProcessing.cached_c = [None, None]
         processing.StableDiffusionProcessing.cached_uc = [None, None]
         paths.models_path = str(tmp_path / "models")
+        self.outputs = tmp_path / "outputs"
         sys.modules.pop("scripts.animatediff_mm", None)
         ad.mm_animatediff.ad_params = None
         ad.AnimateDiffMM.mm_injected = False
@@ -75,6 +76,7 @@ class WebUI:
                 args[script.args_from] = dict(ad_args) if ad_args is not None else {"enable": False}
         kwargs.setdefault("prompt", "a white fox running")
         kwargs.setdefault("steps", 8)
+        kwargs.setdefault("outpath_samples", str(self.outputs / "txt2img-images"))
         p = processing.StableDiffusionProcessingTxt2Img(sd_model=self.sd_model, scripts=self.runner, script_args=args,
                                                         **kwargs)
         p.is_api = isinstance(mp_args, dict)

@@ -49,6 +49,8 @@ def on_ui_settings() -> None:
 
     add("motionprompt_allow_download", False, "Allow downloading RAFT weights from download.pytorch.org",
         gr.Checkbox, None, "off: put the .pth files in models/MotionPrompt/flow yourself (--motionprompt-offline forces off)")
+    add("motionprompt_report", True, "Measure guided clips (temporal metrics in the infotext, HTML report beside the outputs)",
+        gr.Checkbox, None, "about a second per clip on CPU")
 
 
 def on_infotext_pasted(infotext: str, params: dict) -> None:

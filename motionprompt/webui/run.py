@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from pathlib import Path
 
 import torch
 
@@ -157,12 +158,39 @@ class GuidedRun:
         self.guides, self.problem, self.notes = [], None, []
         self._denoiser, self._virtual, self._cond, self._t_start, self._mem_plain = None, -1, None, None, None
 
-    def end_batch(self) -> str:
+    def end_batch(self, images=None) -> str:
         self._restore(None)
         text = self.result_text()
         report(self.p, text)
+        if images is not None and self.guides:
+            self._report_clip(images)
         self._free()
         return text
+
+    def _report_clip(self, images) -> None:
+        """Metrics of the finished clip into the infotext, and the HTML/JSON report beside the outputs."""
+        from modules import devices, shared
+
+        from .report import METRICS_KEY, clip_metrics, frames_from_images, metrics_text, write_report
+
+        if not shared.opts.data.get("motionprompt_report", True):
+            return
+        try:
+            ad = animatediff.state()
+            fps = float(getattr(ad.params, "fps", 8) or 8) if ad else None
+            metrics = clip_metrics(frames_from_images(images), self.disc, self.flow, fps, devices.device)
+            self.p.extra_generation_params[METRICS_KEY] = metrics_text(metrics)
+            records = [r.to_dict() for g in self.guides for r in g.records]
+            seed = (self.p.seeds or [0])[0] if getattr(self.p, "seeds", None) else 0
+            folder = Path(getattr(self.p, "outpath_samples", None) or "outputs") / "MotionPrompt"
+            path = write_report(folder, f"{time.strftime('%Y%m%d-%H%M%S')}-{seed}", self.summary(), records, metrics,
+                                self.cfg.to_dict())
+            comment = getattr(self.p, "comment", None)
+            if callable(comment):
+                comment(f"MotionPrompt: {metrics_text(metrics)}; report {path}")
+            log.info("MotionPrompt: %s; report %s", metrics_text(metrics), path)
+        except Exception as exc:  # a report must never cost the user the video
+            log.warning("MotionPrompt: could not measure the clip: %s", exc)
 
     def finish(self) -> None:
         self._restore(None)

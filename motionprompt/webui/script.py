@@ -58,7 +58,7 @@ class MotionPromptScript(scripts.Script):
 
     def postprocess_batch(self, p, *args, **kwargs):
         if self.run is not None and self.run.p is p:
-            self.run.end_batch()
+            self.run.end_batch(kwargs.get("images"))
 
     def postprocess(self, p, processed, *args):
         if self.run is not None:

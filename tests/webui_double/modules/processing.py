@@ -11,13 +11,15 @@ class StableDiffusionProcessing:
     cached_c = [None, None]  # noqa: RUF012
 
     def __init__(self, sd_model=None, prompt="", negative_prompt="", seed=1, steps=8, cfg_scale=7.0, width=64,
-                 height=64, batch_size=1, n_iter=1, sampler_name="Euler", scripts=None, script_args=None):
+                 height=64, batch_size=1, n_iter=1, sampler_name="Euler", scripts=None, script_args=None,
+                 outpath_samples="outputs/txt2img-images"):
         self.sd_model = sd_model
         self.prompt, self.negative_prompt = prompt, negative_prompt
         self.seed, self.steps, self.cfg_scale = seed, steps, cfg_scale
         self.width, self.height = width, height
         self.batch_size, self.n_iter = batch_size, n_iter
         self.sampler_name = sampler_name
+        self.outpath_samples = outpath_samples
         self.scripts = scripts
         self.script_args = list(script_args or [])
         self.extra_generation_params = {}
