@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .atomic import save_safetensors
 from .config import FlowSettings
 from .discriminator import ARCHITECTURES, build_discriminator
 
@@ -57,7 +57,6 @@ def save_discriminator(
     path: str | os.PathLike, model: nn.Module, flow: FlowSettings, training: dict | None = None
 ) -> Path:
     """Write atomically: a temp file in the same folder, fsync, then rename over the target."""
-    from safetensors.torch import save_file
 
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -75,18 +74,7 @@ def save_discriminator(
         "training": json.dumps(training or {}),
     }
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return save_safetensors(tensors, metadata, path)
 
 
 def _json(path, metadata: dict, key: str) -> dict:

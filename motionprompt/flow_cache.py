@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 import zlib
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import save_safetensors
 from .config import FlowSettings
 from .corruptions import apply_transform, plan_pair
 from .losses import normalize_flow
@@ -74,23 +74,6 @@ class ClipFlows:
     sources: list[str]  # per sample: "real", "generated" or the corruption name
     n_frames: int
     cached: bool
-
-
-def _atomic_save(tensors: dict, metadata: dict, path: Path) -> None:
-    """Temp file in the target folder, fsync, rename: a kill leaves the old file or the new one."""
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _hash(obj) -> str:
@@ -185,7 +168,7 @@ class FlowCache:
                 "source": torch.tensor([names.index(s) for s in result.sources], dtype=torch.int32),
             }
             meta.update(status="ok", sources=json.dumps(names), n_frames=str(result.n_frames))
-        _atomic_save(tensors, meta, path)
+        save_safetensors(tensors, meta, path)
         prefix = path.name.split("-")[0] + "-"
         for stale in path.parent.glob(prefix + "*.safetensors"):
             if stale != path:

@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,12 +30,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .atomic import save_safetensors, write_text
 from .checkpoint import save_discriminator
 from .config import FlowSettings
 from .corruptions import parse_corruptions
 from .discriminator import ARCHITECTURES, build_discriminator
 from .flow import RAFT_FILES, FlowWeightsMissing, build_flow, find_raft_weights
-from .flow_cache import FlowCache, _atomic_save
+from .flow_cache import FlowCache
 from .flow_dataset import DataError, FlowSet, build_flow_set
 from .roc import binary_metrics
 from .train_data import Skipped
@@ -234,7 +234,7 @@ def save_state(path: Path, model, opt, step: int, history: History, cfg: TrainCo
         "val": json.dumps(_clean(history.val)),
         "note": "MotionPrompt training state for resuming; not a discriminator",
     }
-    _atomic_save(tensors, meta, path)
+    save_safetensors(tensors, meta, path)
 
 
 def load_state(path: Path, model, opt, cfg: TrainConfig) -> tuple[int, History, float]:
@@ -283,11 +283,7 @@ def write_csv(path: Path, history: History) -> None:
     for s, loss, acc in zip(history.steps, history.loss, history.train_acc, strict=True):
         v = val.get(s, {})
         w.writerow([s, fmt(loss), fmt(acc), *(fmt(v.get(k)) for k in ("loss", "acc", "auc", "real_acc", "fake_acc"))])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", newline="") as f:
-        f.write(buf.getvalue())
-    os.replace(tmp, path)
+    write_text(path, buf.getvalue())
 
 
 # -- training ------------------------------------------------------------------------------------------

