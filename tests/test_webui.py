@@ -141,6 +141,40 @@ def test_xyz_axes_override_ui_values_per_cell(webui):
     assert p.extra_generation_params["MotionPrompt result"].startswith("4 steps x 1 it")
 
 
+def test_xyz_off_cell_is_measured_like_the_on_cell(webui):
+    """A fair A/B: the cell an XYZ axis switches off gets the same metrics, D score included."""
+    from modules import processing
+
+    class OffCell(processing.StableDiffusionProcessingTxt2Img):
+        motionprompt_xyz = {"enabled": "False"}  # noqa: RUF012
+
+    p, _ = _generate_with_class(webui, OffCell, {**MP, "enabled": True})
+    assert "MotionPrompt result" not in p.extra_generation_params  # not guided ...
+    metrics = p.extra_generation_params["MotionPrompt metrics"]  # ... but measured, with the same D
+    assert metrics.endswith("unguided") and "warp error" in metrics and "D 0." in metrics
+    plain_p, _ = webui.generate({"enabled": False}, AD)  # no XYZ axis and the setting off: nothing added
+    assert "MotionPrompt metrics" not in plain_p.extra_generation_params
+
+
+def test_a_job_that_raised_before_postprocess_leaves_no_run_behind(webui, monkeypatch):
+    """A1111 calls postprocess only when sampling returned; the next job must not inherit the dead run."""
+    from modules import processing
+
+    from motionprompt.webui import run as runs
+
+    def broken_sample(self, *args, **kwargs):
+        raise RuntimeError("sampler exploded")
+
+    with monkeypatch.context() as m:
+        m.setattr(processing.StableDiffusionProcessingTxt2Img, "sample", broken_sample)
+        with pytest.raises(RuntimeError, match="exploded"):
+            webui.generate(MP, AD)
+    assert len(runs._RUNS) == 1  # the dead job's run, holding its tensors
+    p, _ = webui.generate(MP, AD)
+    assert [r.p for r in runs._RUNS] == []  # finished at the next process(), and this job's after postprocess
+    assert p.extra_generation_params["MotionPrompt result"].startswith("4 steps x 2 it")
+
+
 def _fake_xyz_module():
     import types
 

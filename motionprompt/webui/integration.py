@@ -51,6 +51,8 @@ def on_ui_settings() -> None:
         gr.Checkbox, None, "off: put the .pth files in models/MotionPrompt/flow yourself (--motionprompt-offline forces off)")
     add("motionprompt_report", True, "Measure guided clips (temporal metrics in the infotext, HTML report beside the outputs)",
         gr.Checkbox, None, "about a second per clip on CPU")
+    add("motionprompt_report_unguided", False, "Also measure AnimateDiff clips made with MotionPrompt off",
+        gr.Checkbox, None, "for A/B comparisons by hand; XYZ plots with a MotionPrompt axis always measure both")
 
 
 def on_infotext_pasted(infotext: str, params: dict) -> None:

@@ -111,6 +111,35 @@ def start(p, args: MotionPromptArgs) -> GuidedRun | None:
     return run
 
 
+def measure_unguided(p, args: MotionPromptArgs | None, images) -> None:
+    """MotionPrompt off, but an XYZ MotionPrompt axis is on this job (or the setting asks): measure the plain
+    clip exactly like a guided one, with the selected discriminator when there is one, so an off/on A/B
+    compares like with like."""
+    from modules import devices, shared
+
+    from .report import METRICS_KEY, clip_metrics, frames_from_images, metrics_text
+
+    wanted = getattr(p, "motionprompt_xyz", None) is not None or shared.opts.data.get("motionprompt_report_unguided")
+    ad = animatediff.state()
+    if not wanted or ad is None or images is None:
+        return
+    try:
+        disc = flow = None
+        if args is not None and args.discriminator:
+            try:
+                disc = load_disc(args, devices.device)
+                flow = build_run_flow(args.engine_config(0, disc.flow), devices.device)
+            except (GuidanceUnavailable, CheckpointError, ValueError) as exc:
+                log.info("MotionPrompt: unguided clip measured without D score (%s)", exc)
+                disc = flow = None
+        fps = float(getattr(ad.params, "fps", 8) or 8)
+        metrics = clip_metrics(frames_from_images(images), disc, flow, fps, devices.device)
+        p.extra_generation_params[METRICS_KEY] = metrics_text(metrics) + "; unguided"
+        log.info("MotionPrompt (off): %s", metrics_text(metrics))
+    except Exception as exc:  # a measurement must never cost the user the video
+        log.warning("MotionPrompt: could not measure the unguided clip: %s", exc)
+
+
 def report(p, text: str) -> None:
     """One line to the console, the infotext (carried into PNG/GIF/MP4) and the HTML info box."""
     level = logging.WARNING if text.startswith("not applied") or "stopped:" in text else logging.INFO

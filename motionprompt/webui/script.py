@@ -21,6 +21,7 @@ class MotionPromptScript(scripts.Script):
     def __init__(self):
         super().__init__()
         self.run: runs.GuidedRun | None = None
+        self.args: MotionPromptArgs | None = None  # this job's values, also when MotionPrompt is off
 
     def title(self):
         return "MotionPrompt"
@@ -41,16 +42,18 @@ class MotionPromptScript(scripts.Script):
 
     # ------------------------------------------------------------------ per generation
     def process(self, p, *args):
-        self.run = None
+        if self.run is not None:  # the last job raised before postprocess (A1111 has no finally there)
+            self.run.finish()
+        self.run, self.args = None, None
         try:
             margs = MotionPromptArgs.from_script_args(args).with_overrides(getattr(p, XYZ_ATTR, None))
         except ValueError as exc:
             if args and (args[0] is True or (isinstance(args[0], dict) and args[0].get("enabled"))):
                 runs.report(p, f"not applied: {exc}")
             return
-        if not margs.enabled:
-            return
-        self.run = runs.start(p, margs)
+        self.args = margs
+        if margs.enabled:
+            self.run = runs.start(p, margs)
 
     def process_batch(self, p, *args, **kwargs):
         if self.run is not None and self.run.p is p:
@@ -59,6 +62,8 @@ class MotionPromptScript(scripts.Script):
     def postprocess_batch(self, p, *args, **kwargs):
         if self.run is not None and self.run.p is p:
             self.run.end_batch(kwargs.get("images"))
+        elif self.args is not None and not self.args.enabled:
+            runs.measure_unguided(p, self.args, kwargs.get("images"))
 
     def postprocess(self, p, processed, *args):
         if self.run is not None:
