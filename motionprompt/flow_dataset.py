@@ -94,7 +94,8 @@ def build_flow_set(
         raise DataError("pairs per clip must be >= 1")
     if synthetic_per_clip is None:
         synthetic_per_clip = pairs_per_clip if not generated else max(1, pairs_per_clip // 2)
-    real_clips, real_skipped = find_clips(real, exclude)
+    # a generated folder inside a real one (AnimateDiff outputs under a footage folder) must not count as real
+    real_clips, real_skipped = find_clips(real, [*exclude, *(generated or [])])
     gen_clips, gen_skipped = find_clips(generated, exclude) if generated else ([], [])
     if not real_clips:
         raise DataError(_describe_empty("real", real, 0, real_skipped))

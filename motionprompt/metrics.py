@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .records import json_safe
+
 VIDEO_EXTENSIONS = (".gif", ".mp4", ".webm", ".mov", ".mkv", ".avi")
 DYNAMIC_CALIBRATION = 1.07  # DIS top-5% px per true px near the threshold (see module doc, dis_top5_bias)
 FB_ALPHA, FB_BETA = 0.01, 0.5  # forward-backward consistency constants (Sundaram et al. 2010)
@@ -364,16 +366,7 @@ def run(args) -> list[dict]:
                                      max_frames=args.max_frames, flow_weights=args.flow_weights))
         except (ValueError, OSError) as exc:
             rows.append({"video": os.fspath(path), "error": str(exc)})
-    print(json.dumps(_json_safe(rows), indent=2) if args.json else format_table(rows))
+    print(json.dumps(json_safe(rows), indent=2) if args.json else format_table(rows))
     return rows
 
 
-def _json_safe(value):
-    """NaN (e.g. smoothness of a 2-frame clip) -> null, so any JSON reader accepts the output."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value

@@ -8,6 +8,7 @@ import time
 
 from .config import FlowSettings
 from .corruptions import CORRUPTIONS
+from .records import num
 
 _DEFAULT_ITERS = {"lk_pyramid": 6}  # RAFT: 12 (torchvision's default)
 
@@ -34,7 +35,7 @@ class ProgressPrinter:
             return f"{metrics.get('role', '')} {metrics.get('clip', '')}"
         parts = [f"loss {metrics['loss']:.4f}"] if metrics.get("loss") is not None else []
         if metrics.get("val_acc") is not None:
-            parts.append(f"val acc {metrics['val_acc']:.3f} auc {metrics['val_auc']:.3f} @ {metrics['val_step']}")
+            parts.append(f"val acc {num(metrics['val_acc'])} auc {num(metrics.get('val_auc'))} @ {metrics['val_step']}")
         return ", ".join(parts)
 
     def __call__(self, step: int, total: int, metrics: dict, eta) -> None:
@@ -176,13 +177,14 @@ def run_train(args) -> int:
     print(f"flows: {result.cache['computed']} shard(s) computed, {result.cache['reused']} reused "
           f"({result.flow_seconds:.1f} s) in {result.cache['folder']}")
     if result.interrupted and result.checkpoint is None:
-        print("interrupted while computing flows; run again to continue (computed flows are cached)")
+        print("interrupted before the first training step; nothing saved (computed flows are cached, run again)")
         return 130
     m = result.metrics
     if m:
         det = ", ".join(f"{k} {v:.2f}" for k, v in m.get("detected", {}).items())
-        print(f"validation @ step {result.step}: accuracy {m['acc']:.3f}, ROC AUC {m['auc']:.3f}, "
-              f"real judged real {m['real_acc']:.3f}, fake judged fake {m['fake_acc']:.3f}" + (f" ({det})" if det else ""))
+        print(f"validation @ step {result.step}: accuracy {num(m.get('acc'))}, ROC AUC {num(m.get('auc'))}, "
+              f"real judged real {num(m.get('real_acc'))}, fake judged fake {num(m.get('fake_acc'))}"
+              + (f" ({det})" if det else ""))
     rate = result.seconds / max(1, result.step - result.resumed_from) * 1000
     print(f"trained steps {result.resumed_from}->{result.step} of {result.total_steps} in {result.seconds:.1f} s "
           f"({rate:.0f} s per 1k steps)" + (" - interrupted" if result.interrupted else ""))

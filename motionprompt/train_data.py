@@ -113,8 +113,10 @@ def find_clips(paths, exclude=()) -> tuple[list[Clip], list[Skipped]]:
             elif images:
                 clips.append(_frames_clip(folder, images, root))
             for f in sorted(files, key=natural_key):
-                if f.lower().endswith(VIDEO_EXTS):
-                    clips.append(_video_clip(os.path.join(folder, f), root))
+                path = os.path.join(folder, f)
+                if f.lower().endswith(VIDEO_EXTS) and path not in seen:  # a file given twice would leak into val
+                    seen.add(path)
+                    clips.append(_video_clip(path, root))
         if len(clips) + len(skipped) == before:
             skipped.append(Skipped(root, "no videos or folders of frame images in this folder"))
     return clips, skipped

@@ -38,6 +38,7 @@ from .discriminator import ARCHITECTURES, build_discriminator
 from .flow import RAFT_FILES, FlowWeightsMissing, build_flow, find_raft_weights
 from .flow_cache import FlowCache
 from .flow_dataset import DataError, FlowSet, build_flow_set
+from .records import json_safe, num
 from .roc import binary_metrics
 from .train_data import Skipped
 
@@ -183,17 +184,6 @@ def augment(flow: torch.Tensor, gen: torch.Generator, p: float = 0.5, hflip: boo
     return out
 
 
-def _clean(obj):
-    """JSON without NaN (None instead), for metadata and the WebUI."""
-    if isinstance(obj, float):
-        return None if not math.isfinite(obj) else obj
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 def _flow_weights_id(cfg: TrainConfig) -> str | None:
     """Which RAFT weights produce the flow (part of the cache key); fails early when there are none."""
     if cfg.flow.backend not in RAFT_FILES:
@@ -231,7 +221,7 @@ def save_state(path: Path, model, opt, step: int, history: History, cfg: TrainCo
         "seconds": repr(seconds),
         "config": json.dumps(cfg.fingerprint(), sort_keys=True),
         "opt_groups": json.dumps(sd["param_groups"]),
-        "val": json.dumps(_clean(history.val)),
+        "val": json.dumps(json_safe(history.val)),
         "note": "MotionPrompt training state for resuming; not a discriminator",
     }
     save_safetensors(tensors, meta, path)
@@ -329,12 +319,14 @@ def train_discriminator(
     interrupted: Callable[[], bool] | None = None,
     log: Callable[[str], None] | None = None,
     flow_factory: Callable[[], torch.nn.Module] | None = None,
+    on_data: Callable[[FlowSet], None] | None = None,
 ) -> TrainResult:
     """Prepare flows, then train (or resume). Raises ``TrainError`` / ``DataError`` / ``FlowWeightsMissing``.
 
     ``progress(step, total, metrics, eta_seconds)`` is called after every flow clip (metrics["phase"] ==
     "flow") and every training step ("train"); ``interrupted()`` is checked before each of them, and an
-    interrupted run saves its state so that ``resume=True`` continues it.
+    interrupted run saves its state so that ``resume=True`` continues it. ``on_data(flow_set)`` sees the
+    prepared flows once (the WebUI tab draws samples from them) before training starts.
     """
     say = log or log_.info
     cfg.validate()
@@ -355,6 +347,8 @@ def train_discriminator(
         f"({flow_seconds:.1f} s)")
     for note in data.notes:
         say(f"note: {note}")
+    if on_data is not None:
+        on_data(data)
     if data.interrupted:
         return TrainResult(None, None, None, 0, cfg.steps, True, 0.0, flow_seconds, History(), {}, {},
                            data.skipped, cache_info)
@@ -368,6 +362,9 @@ def train_discriminator(
     history, start, prior_seconds = History(), 0, 0.0
     if cfg.resume and has_state and not cfg.overwrite:
         start, history, prior_seconds = load_state(paths["resume"], model, opt, cfg)
+        if cfg.steps < start:
+            raise TrainError(f"{paths['checkpoint'].name} is already at step {start}; ask for more steps than that "
+                             "to continue it, or overwrite")
         say(f"resuming {paths['checkpoint'].name} from step {start}")
     elif cfg.overwrite:
         paths["resume"].unlink(missing_ok=True)
@@ -382,7 +379,7 @@ def train_discriminator(
 
     def training_meta(step: int) -> dict:
         last = history.val[-1] if history.val else {}
-        return _clean({
+        return json_safe({
             "step": step,
             "steps": cfg.steps,
             "metrics": {k: v for k, v in last.items() if k != "detected"},
@@ -440,10 +437,14 @@ def train_discriminator(
     else:
         step = cfg.steps
     final = step if stopped else cfg.steps
-    save(final)
+    if stopped and final == 0:  # nothing learned: no random-weight file in the txt2img dropdown
+        return TrainResult(None, None, None, 0, cfg.steps, True, 0.0, flow_seconds, history, {}, data.summary,
+                           data.skipped, cache_info)
+    if final > start or not paths["checkpoint"].exists():
+        save(final)
     seconds = time.perf_counter() - t0
     last = history.val[-1] if history.val else {}
     if last:
-        say(f"step {final}/{cfg.steps}: validation accuracy {last['acc']:.3f}, ROC AUC {last['auc']:.3f}")
+        say(f"step {final}/{cfg.steps}: validation accuracy {num(last.get('acc'))}, ROC AUC {num(last.get('auc'))}")
     return TrainResult(str(paths["checkpoint"]), str(paths["resume"]), str(paths["csv"]), final, cfg.steps, stopped,
                        seconds, flow_seconds, history, dict(last), data.summary, data.skipped, cache_info, start)

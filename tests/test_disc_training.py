@@ -213,6 +213,28 @@ def test_kill_during_save_keeps_the_last_good_checkpoint_and_resume_continues(sy
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_interrupt_before_the_first_step_saves_no_untrained_discriminator(synth_real, tmp_path):
+    out = tmp_path / "d.safetensors"
+    checks = []
+
+    def interrupted():  # 12 clip jobs pass, then stop at the check before step 1
+        checks.append(1)
+        return len(checks) > 12
+
+    r = train_discriminator(small_cfg(synth_real, out, tmp_path / "cache"), interrupted=interrupted)
+    assert r.interrupted and r.step == 0 and r.checkpoint is None
+    assert not out.exists() and not side_paths(out)["resume"].exists()  # nothing random in the txt2img dropdown
+    assert train_discriminator(small_cfg(synth_real, out, tmp_path / "cache", steps=5)).step == 5  # a fresh start
+
+
+def test_resume_with_fewer_steps_than_done_is_refused(synth_real, tmp_path):
+    out = tmp_path / "d.safetensors"
+    train_discriminator(small_cfg(synth_real, out, tmp_path / "cache", steps=10))
+    with pytest.raises(TrainError, match="already at step 10"):
+        train_discriminator(small_cfg(synth_real, out, tmp_path / "cache", steps=5, resume=True))
+    assert read_metadata(out)["training"]["step"] == 10
+
+
 def test_refuses_to_overwrite_or_to_resume_with_different_settings(synth_real, tmp_path):
     out = tmp_path / "d.safetensors"
     cache = tmp_path / "cache"

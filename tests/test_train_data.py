@@ -93,6 +93,11 @@ def test_find_clips_is_recursive_natural_sorted_and_reports_what_it_skips(tmp_pa
     reasons = {Path(s.path).name: s.reason for s in skipped}
     assert set(reasons) == {"frame_0.png", "missing"}
     assert "single frame" in reasons["frame_0.png"] and "does not exist" in reasons["missing"]
+    # the same video given directly and through its folder is one clip (twice could put it in train and val)
+    again, _ = find_clips([tmp_path / "data" / "deeper" / "clip.mp4", tmp_path / "data"])
+    assert sorted(Path(c.path).name for c in again) == ["clip.mp4", "shot_a"]
+    # a folder excluded (the generated side, when it sits inside the real one) is not searched
+    assert [Path(c.path).name for c in find_clips([tmp_path / "data"], [tmp_path / "data" / "deeper"])[0]] == ["shot_a"]
 
 
 def test_read_frames_returns_the_requested_frames_from_videos_and_folders(tmp_path):

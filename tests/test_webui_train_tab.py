@@ -95,3 +95,18 @@ def test_bad_settings_are_reported_not_raised(webui):
     list(train_tab.start_training(*args))
     status = list(train_tab.start_training(*args))[-1][0]
     assert "Training failed" in status and "already holds" in status
+    cleared = _args(webui.real)
+    cleared[8] = None  # a gr.Number the user emptied
+    (status, *_rest), = list(train_tab.start_training(*cleared))
+    assert "Cannot start" in status
+
+
+def test_a_second_click_while_training_does_not_start_a_second_run(webui):
+    from motionprompt.webui import paths, train_tab
+
+    assert train_tab._RUNNING.acquire(blocking=False)  # as if a run were going
+    try:
+        (status, *_rest), = list(train_tab.start_training(*_args(webui.real, out="second")))
+    finally:
+        train_tab._RUNNING.release()
+    assert "already going" in status and not (paths.models_dir() / "second.safetensors").exists()

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import time
 from pathlib import Path
 
 import numpy as np
+
+from ..atomic import write_text
+from ..records import json_safe
 
 METRICS_KEY = "MotionPrompt metrics"
 
@@ -41,7 +45,7 @@ def metrics_text(m: dict) -> str:
 
 def _svg_curve(records: list[dict], width: int = 420, height: int = 140) -> str:
     """Discriminator loss per inner iteration, one polyline per guided step (x: iteration index overall)."""
-    points = [(s["step"], it["disc"]) for s in records for it in s.get("iterations", [])]
+    points = [(s["step"], it["disc"]) for s in records for it in s.get("iterations", []) if math.isfinite(it["disc"])]
     if not points:
         return "<p>(no guided step)</p>"
     ys = [y for _, y in points]
@@ -55,7 +59,7 @@ def _svg_curve(records: list[dict], width: int = 420, height: int = 140) -> str:
 
     lines, k = [], 0
     for s in records:
-        its = s.get("iterations", [])
+        its = [it for it in s.get("iterations", []) if math.isfinite(it["disc"])]  # skipped iterations hold NaN
         if its:
             lines.append("<polyline fill='none' stroke='currentColor' points='"
                          + " ".join(xy(k + i, it["disc"]) for i, it in enumerate(its)) + "'/>")
@@ -78,15 +82,10 @@ def write_report(folder: str | Path, name: str, summary: dict, records: list[dic
             f"<p>{time.strftime('%Y-%m-%d %H:%M:%S')}</p>{_svg_curve(records)}"
             f"<table>{rows}</table><ul>{notes}</ul>"
             f"<details><summary>settings</summary><pre>{html.escape(json.dumps(settings, indent=1))}</pre></details></div>")
-    out = folder / f"{name}.html"
-    tmp = out.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
-    data = folder / f"{name}.json"
-    tmp = data.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"summary": summary, "metrics": metrics, "steps": records, "settings": settings},
-                              indent=1, default=str), encoding="utf-8")
-    tmp.replace(data)
+    out = write_text(folder / f"{name}.html", page)
+    write_text(folder / f"{name}.json", json.dumps(json_safe({"summary": summary, "metrics": metrics,
+                                                               "steps": records, "settings": settings}),
+                                                    indent=1, default=str))
     return out
 
 

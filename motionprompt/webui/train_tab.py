@@ -17,6 +17,7 @@ from . import paths
 
 FLOW_BACKENDS = ["lk_pyramid", "raft_small", "raft_large"]
 _STOP = threading.Event()
+_RUNNING = threading.Lock()  # one training run at a time
 
 
 def default_fake_dir() -> str:
@@ -63,15 +64,15 @@ class TrainJob:
 
         from ..flow import FlowWeightsMissing
         from ..flow_dataset import DataError
-        from ..trainer import TrainError, prepare_data, train_discriminator
+        from ..trainer import TrainError, train_discriminator
+
+        def show_samples(data) -> None:
+            self.samples = flow_samples(data)
 
         with queue_lock:
-            shared.state.begin(job="motionprompt_train")
             try:
-                data, _cache = prepare_data(self.cfg, self._progress, self._interrupted)
-                self.samples = flow_samples(data)
-                if not data.interrupted:
-                    self.result = train_discriminator(self.cfg, self._progress, self._interrupted)
+                shared.state.begin(job="motionprompt_train")
+                self.result = train_discriminator(self.cfg, self._progress, self._interrupted, on_data=show_samples)
             except (TrainError, DataError, FlowWeightsMissing, ValueError) as exc:
                 self.error = str(exc)
             except Exception as exc:  # shown in the tab, never a dead worker thread
@@ -108,15 +109,18 @@ def status_html(job: TrainJob) -> str:
     r = job.result
     if r is not None:
         m = r.metrics or {}
+        if r.checkpoint is None:
+            return ("<p><b>Interrupted</b> before the first training step; nothing was saved. The flows computed "
+                    "so far are cached: press Train to go on.</p>")
         head = "Interrupted" if r.interrupted else "Done"
-        acc = f", validation accuracy {m['acc']:.3f}, ROC AUC {m['auc']:.3f}" if "acc" in m and m.get("auc") is not None else ""
-        where = html.escape(str(r.checkpoint)) if r.checkpoint else "nothing saved yet"
+        acc = f", validation accuracy {m['acc']:.3f}" if m.get("acc") is not None else ""
+        acc += f", ROC AUC {m['auc']:.3f}" if acc and m.get("auc") is not None and m["auc"] == m["auc"] else ""
         resume = " Tick <i>Resume</i> and press Train to continue." if r.interrupted else ""
         return (f"<p><b>{head}</b> at step {r.step}/{r.total_steps}{acc}; {r.seconds:.0f} s training, "
-                f"{r.flow_seconds:.0f} s flows. Saved {where}. Pick it in txt2img after 🔄.{resume}</p>")
+                f"{r.flow_seconds:.0f} s flows. Saved {html.escape(str(r.checkpoint))}; pick it in txt2img after "
+                f"🔄.{resume}</p>")
     if job.phase == "done":
-        return ("<p><b>Interrupted</b> while computing flows; the flows computed so far are cached, "
-                "press Train to go on.</p>")
+        return "<p><b>Stopped</b> without a result.</p>"
     eta = f", about {job.eta:.0f} s left" if job.eta else ""
     what = {"flow": "computing flows (cached for the next runs)", "train": "training"}.get(job.phase, job.phase)
     return f"<p>{what}: {job.step}/{job.total}{eta}</p>"
@@ -183,13 +187,27 @@ def start_training(real, fake, synthetic, out_name, backend, size, iters, arch, 
             gap_min=int(gap_min), gap_max=int(gap_max), val_fraction=float(val_fraction), seed=int(seed),
             device=str(devices.device), resume=bool(resume), overwrite=bool(overwrite),
         ).validate()
-    except (TrainError, ValueError) as exc:
+    except (TrainError, ValueError, TypeError) as exc:  # TypeError: a cleared number box sends None
         yield f"<p class='motionprompt-error'><b>Cannot start:</b> {html.escape(str(exc))}</p>", None, [], ""
         return
-    _STOP.clear()
+    if not _RUNNING.acquire(blocking=False):  # a second click must not start a second worker or un-stop the first
+        yield "<p class='motionprompt-error'><b>A training run is already going</b>; interrupt it first.</p>", None, [], ""
+        return
     job = TrainJob(cfg)
-    worker = threading.Thread(target=job.run, name="motionprompt-train", daemon=True)
-    worker.start()
+
+    def work() -> None:  # the worker, not the page, frees the slot: closing the browser tab does not
+        try:
+            job.run()
+        finally:
+            _RUNNING.release()
+
+    _STOP.clear()
+    worker = threading.Thread(target=work, name="motionprompt-train", daemon=True)
+    try:
+        worker.start()
+    except RuntimeError:
+        _RUNNING.release()
+        raise
     while worker.is_alive():
         worker.join(timeout=1.0)
         yield job.view()
