@@ -12,10 +12,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def _umask() -> int:
+def _umask_now() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK_AT_IMPORT = _umask_now()  # setting the umask is process-wide: never do it later, from a worker thread
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status") as f:  # Linux: read without changing it
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return _UMASK_AT_IMPORT
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:

@@ -48,8 +48,11 @@ class FlowEstimator(nn.Module):
             raise ValueError(f"flow needs two [B,3,H,W] batches of equal shape, got {tuple(a.shape)}, {tuple(b.shape)}")
         size = working_size(a.shape[-2], a.shape[-1], self.settings.size, self.min_size)
         if tuple(a.shape[-2:]) != size:
-            a = F.interpolate(a, size=size, mode="bilinear", align_corners=False, antialias=False)
-            b = F.interpolate(b, size=size, mode="bilinear", align_corners=False, antialias=False)
+            # antialiased when shrinking: 512 px decodes -> 128 px flow would alias otherwise, and training
+            # (cv2 INTER_AREA crops) never saw aliased frames
+            aa = size[0] < a.shape[-2]
+            a = F.interpolate(a, size=size, mode="bilinear", align_corners=False, antialias=aa)
+            b = F.interpolate(b, size=size, mode="bilinear", align_corners=False, antialias=aa)
         return self._flow(a.float(), b.float())
 
     def _flow(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
