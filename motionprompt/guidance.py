@@ -127,12 +127,16 @@ class MotionGuide:
         done = [r for r in self.records if r.iterations]
         first = [r.iterations[0].d_score for r in done]
         last = [r.iterations[-1].d_score for r in done]
+        tv_first = [r.iterations[0].tv for r in done]
+        tv_last = [r.iterations[-1].tv for r in done]
         peaks = [r.peak_mem_bytes for r in self.records if r.peak_mem_bytes is not None]
         return {
             "steps_guided": len(done),
             "iterations": sum(len(r.iterations) for r in done),
             "d_score_first": sum(first) / len(first) if first else None,
             "d_score_last": sum(last) / len(last) if last else None,
+            "tv_first": sum(tv_first) / len(tv_first) if tv_first else None,
+            "tv_last": sum(tv_last) / len(tv_last) if tv_last else None,
             "seconds": sum(r.seconds for r in self.records),
             "peak_mem_bytes": max(peaks) if peaks else None,
             "token_drift": float((self.tokens.detach() - self.tokens0).norm()),

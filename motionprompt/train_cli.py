@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 
 from .config import FlowSettings
@@ -157,17 +159,30 @@ def run_train(args) -> int:
     from .trainer import TrainError, train_discriminator
 
     printer = ProgressPrinter()
+    stop = []
+
+    def first_ctrl_c(signum, frame):  # the first Ctrl-C ends the run cleanly with a save; a second one kills
+        stop.append(1)
+        print("\ninterrupt: saving at the end of this step (Ctrl-C again to abort without saving)", file=sys.stderr)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, first_ctrl_c) if main_thread else None
     try:
         cfg = _train_config(args)
-        result = train_discriminator(cfg, progress=printer, log=lambda m: print(m, file=sys.stderr, flush=True))
+        result = train_discriminator(cfg, progress=printer, interrupted=lambda: bool(stop),
+                                     log=lambda m: print(m, file=sys.stderr, flush=True))
     except (TrainError, DataError, FlowWeightsMissing, ValueError) as exc:
         printer.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         printer.close()
-        print("interrupted; the last periodic save can be continued with --resume", file=sys.stderr)
+        print("aborted; the last periodic save can be continued with --resume", file=sys.stderr)
         return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
     printer.close()
     d = result.data
     print(f"data: {d.get('real_clips', 0)} real clip(s), {d.get('generated_clips', 0)} generated clip(s); "

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import cv2
@@ -250,6 +251,32 @@ def test_refuses_to_overwrite_or_to_resume_with_different_settings(synth_real, t
 
 
 # -- CLI ----------------------------------------------------------------------------------------------
+
+
+def test_cli_ctrl_c_saves_the_step_it_reached_and_resume_continues(synth_real, tmp_path):
+    import signal
+
+    out = tmp_path / "d.safetensors"
+    args = [sys.executable, "-m", "motionprompt", "train", "--real", str(synth_real), "--synthetic", "all",
+            "--out", str(out), "--flow-backend", "lk_pyramid", "--flow-size", "32", "--flow-iters", "2", "--width", "8",
+            "--steps", "1000000", "--batch", "8", "--pairs-per-clip", "4", "--cache", str(tmp_path / "cache")]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    while "train:" not in seen and "[train]" not in seen:  # progress (tqdm redraws with \r: no line reading)
+        chunk = proc.stderr.read(64)
+        if not chunk:
+            break
+        seen += chunk
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-2000:]
+    step = read_metadata(out)["training"]["step"]
+    assert 0 < step < 1000000 and "interrupted" in stdout
+    assert main([*args[3:-8], "--steps", str(step + 3), "--batch", "8", "--pairs-per-clip", "4",
+                 "--cache", str(tmp_path / "cache"), "--resume"]) == 0
+    assert read_metadata(out)["training"]["step"] == step + 3
 
 
 def test_cli_help_explains_every_flag(capsys):

@@ -44,7 +44,7 @@ def test_guided_animatediff_job_runs_end_to_end(webui):
     assert "warp error" in metrics and "flicker" in metrics and "D 0." in metrics
     report = next(c for c in p.comments if "report" in c).rsplit("report ", 1)[1]
     page = Path(report).read_text(encoding="utf-8")
-    assert "<svg" in page and "polyline" in page and "steps_guided" in page
+    assert "<svg" in page and "polyline" in page and "steps_guided" in page and "tv_first" in page
 
 
 @pytest.mark.parametrize("order", [("animatediff", "motionprompt"), ("motionprompt", "animatediff")])

@@ -111,6 +111,11 @@ def start(p, args: MotionPromptArgs) -> GuidedRun | None:
     return run
 
 
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
 def measure_unguided(p, args: MotionPromptArgs | None, images) -> None:
     """MotionPrompt off, but an XYZ MotionPrompt axis is on this job (or the setting asks): measure the plain
     clip exactly like a guided one, with the selected discriminator when there is one, so an off/on A/B
@@ -346,6 +351,8 @@ class GuidedRun:
             "iterations": sum(s["iterations"] for s in sums),
             "d_score_first": sum(firsts) / len(firsts) if firsts else None,
             "d_score_last": sum(lasts) / len(lasts) if lasts else None,
+            "tv_first": _mean([s["tv_first"] for s in sums]),
+            "tv_last": _mean([s["tv_last"] for s in sums]),
             "guidance_seconds": seconds,
             "sampling_seconds": total,
             "time_ratio": total / (total - seconds) if total and total > seconds else None,
