@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .video_io import to_tensor, to_uint8
+
 
 @dataclass(frozen=True)
 class Corruption:
@@ -127,6 +129,5 @@ def corrupt_clip(name: str, frames: np.ndarray, seed: int = 0, gap_max: int = 4)
     out = frames[seq]
     if c.transform is None:
         return out
-    x = torch.from_numpy(np.ascontiguousarray(out)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    y = torch.stack([c.transform(f, rng) for f in x])
-    return ((y + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    y = torch.stack([c.transform(f, rng) for f in to_tensor(out)])
+    return to_uint8(y)

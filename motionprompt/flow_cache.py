@@ -42,6 +42,7 @@ from .train_data import (
     read_frames,
     sample_gap_pair,
 )
+from .video_io import to_tensor
 
 SHARD_FORMAT = "motionprompt.flowshard"
 CACHE_VERSION = 1
@@ -208,7 +209,7 @@ class FlowCache:
         frames = read_frames(clip, [s[0] for s in specs] + [s[1] for s in specs], math.ceil(size / plan.crop_min))
 
         def tensor(img: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 127.5 - 1.0
+            return to_tensor(img[None])[0]
 
         a_list, b_list = [], []
         for a, b, crop, source, seed in specs:

@@ -17,6 +17,7 @@ import torch
 from .checkpoint import Discriminator, load_discriminator
 from .losses import normalize_flow
 from .train_data import Clip, ClipError, count_frames, find_clips, read_frames, sample_gap_pair
+from .video_io import to_tensor
 
 
 @dataclass
@@ -48,7 +49,7 @@ def score_clip(clip: Clip, disc: Discriminator, flow, pairs: int = 16, gap: tupl
         return VideoScore(clip.path, None, None, 0, 0, str(exc))
 
     def tensor(i: int) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(frames[i])).permute(2, 0, 1).float() / 127.5 - 1.0
+        return to_tensor(frames[i][None])[0]
 
     probs = []
     with torch.no_grad():

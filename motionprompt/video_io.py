@@ -76,3 +76,8 @@ def to_tensor(frames: np.ndarray):
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def to_uint8(x) -> np.ndarray:
+    """float [F, 3, H, W] in [-1, 1] -> uint8 [F, H, W, 3] (the inverse of ``to_tensor``, clamped)."""
+    return ((x.detach().float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()

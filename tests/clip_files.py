@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from motionprompt.flow_lk import warp
+from motionprompt.video_io import to_uint8
 
 from .synthetic import texture
 
@@ -21,7 +22,7 @@ def moving_texture(frames: int, size: int, velocity: tuple[float, float], seed: 
     for t in range(frames):
         field = torch.tensor([-velocity[0] * t, -velocity[1] * t], dtype=torch.float32).view(1, 2, 1, 1).expand(1, 2, size * 2, size * 2)
         img = warp(base, field.contiguous())[0, :, size // 2 : size // 2 + size, size // 2 : size // 2 + size]
-        out.append(((img.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy())
+        out.append(to_uint8(img[None])[0])
     return np.stack(out)
 
 
