@@ -324,20 +324,14 @@ def _disc_loss_after(guide, predict, pairs: list) -> float:
 
 
 def _install_probe(guide, after: dict[int, float], probe_times: list[float]) -> None:
-    original = guide.conditioning
+    def probe(step, predict):
+        t0 = time.perf_counter()
+        try:
+            after[step] = _disc_loss_after(guide, predict, guide.records[-1].iterations[0].pairs)
+        finally:
+            probe_times.append(time.perf_counter() - t0)
 
-    def conditioning(step, total_steps, predict):
-        n = len(guide.records)
-        cond = original(step, total_steps, predict)
-        if len(guide.records) > n and guide.records[-1].iterations and not guide.disabled:
-            t0 = time.perf_counter()
-            try:
-                after[step] = _disc_loss_after(guide, predict, guide.records[-1].iterations[0].pairs)
-            finally:
-                probe_times.append(time.perf_counter() - t0)
-        return cond
-
-    guide.conditioning = conditioning
+    guide.observers.append(probe)
 
 
 def _phases(guide, spy: _Spy) -> tuple[dict, float]:

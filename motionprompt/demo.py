@@ -117,17 +117,12 @@ def probe_same_pairs(guide, rows: list[dict]) -> None:
     """After each optimized step, score the step's x0 with the initial and the optimized tokens on the same
     pairs: the iteration records use fresh random pairs each time, so their first->last change is mostly
     pair-to-pair noise; this is the controlled before/after."""
-    original = guide.conditioning
 
-    def conditioning(step, total_steps, predict):
-        n = len(guide.records)
-        cond = original(step, total_steps, predict)
-        if len(guide.records) > n and guide.records[-1].iterations and guide._cond_opt is not None:
-            rows.append({"step": step, "before": _d_all_pairs(guide, predict, guide._init_cond()),
-                         "after": _d_all_pairs(guide, predict, guide._cond_opt)})
-        return cond
+    def probe(step, predict):
+        rows.append({"step": step, "before": _d_all_pairs(guide, predict, guide._init_cond()),
+                     "after": _d_all_pairs(guide, predict, guide._cond_opt)})
 
-    guide.conditioning = conditioning
+    guide.observers.append(probe)
 
 
 def _table(rows: list[tuple]) -> str:

@@ -12,6 +12,7 @@ import contextlib
 import gc
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -102,6 +103,8 @@ class MotionGuide:
         self.disabled: str | None = None
         self._cond_opt: torch.Tensor | None = None
         self._cond_init: torch.Tensor | None = None
+        # called as observe(step, predict_x0) after each optimized step (demo / bench measurements)
+        self.observers: list[Callable[[int, PredictX0], None]] = []
 
     # ------------------------------------------------------------------ public
     def conditioning(self, step: int, total_steps: int, predict_x0: PredictX0) -> torch.Tensor | None:
@@ -113,6 +116,8 @@ class MotionGuide:
                 return self._init_cond() if self.cfg.cond_before == "init_tokens" else None
             if schedule.optimizes(self.cfg, step, total_steps):
                 self._optimize(step, total_steps, predict_x0)
+                for observe in self.observers:
+                    observe(step, predict_x0)
             if phase == "window":
                 return self._cond_opt
             return self._cond_opt if self.cfg.cond_after == "optimized" else None
