@@ -191,7 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     train_cli.add_train_arguments(sub.add_parser("train", help="train a flow discriminator: real clips vs generated "
                                                  "videos and/or synthetic corruptions"))
     train_cli.add_score_arguments(sub.add_parser("score", help="score videos with a trained discriminator"))
+    from .toy import train as toy_train
+
+    toy_train.add_arguments(sub.add_parser("toy-train", help="train the toy text-to-video model on the procedural "
+                                           "world (resumable; runs for hours on CPU)"))
     args = parser.parse_args(argv)
+    if args.command == "toy-train":
+        return toy_train.run(args)
     if args.command in ("train", "score"):  # exit code 2 on bad input, with the reason on stderr
         return (train_cli.run_train if args.command == "train" else train_cli.run_score)(args)
     t0 = time.perf_counter()

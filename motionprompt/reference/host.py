@@ -56,7 +56,9 @@ class DiffusersVideoHost:
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.model.vae
-        return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+        z = latents.to(vae.dtype) / vae.config.scaling_factor
+        shift = getattr(vae.config, "shift_factor", None)  # diffusers' convention (SD3/Flux VAEs, the toy model)
+        return vae.decode(z + shift if shift else z).sample
 
     def interrupted(self) -> bool:
         return self.interrupt_flag

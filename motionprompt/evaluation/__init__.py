@@ -1,0 +1,1 @@
+"""Evaluation of guidance: paired statistics, distribution distances, the ``evaluate`` protocol."""

@@ -1,0 +1,346 @@
+"""``python -m motionprompt toy-train``: train the toy text-to-video model on the procedural world.
+
+Two phases in one resumable run: the VAE on single frames, then (VAE frozen, latents normalised to zero
+mean and unit variance) the UNetMotionModel and the text encoder jointly on 16-frame clips, epsilon
+prediction with min-SNR weighting and 10 % caption dropout for classifier-free guidance.
+
+Every batch is a pure function of (seed, step): clips are rendered on the fly from seeds, so a resumed run
+sees exactly the data an uninterrupted one would. One state file (raw fp32 weights + fp16 EMA), replaced
+atomically every ``save_every`` seconds, on Ctrl-C/SIGTERM and at the end; Adam's moments are not kept
+(they would double the file) and are rebuilt after a resume under a short learning-rate warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..reference.tokenizer import layout
+from .model import ToyArch, ToyParts, build, load_tensors, save_model, set_latent_stats, state_tensors
+from .world import LEVELS, render, sample_scene
+
+STATE_FORMAT = "motionprompt-toy-train-state"
+MIN_SNR_GAMMA = 5.0
+EMA_DECAY = 0.999
+
+
+@dataclass
+class ToyTrainConfig:
+    level: str = "toy"
+    seed: int = 0
+    vae_steps: int = 1000
+    vae_batch: int = 32  # frames
+    vae_lr: float = 1e-3
+    steps: int = 40000  # UNet steps
+    batch: int = 8  # clips
+    lr: float = 3e-4
+    warmup: int = 200
+    caption_dropout: float = 0.1
+    save_every: float = 600.0  # seconds
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def train_seed(cfg: ToyTrainConfig, step: int, i: int, phase: str) -> int:
+    """World seeds for training: below 2**40; evaluation uses seeds from 2**40 up (never seen)."""
+    base = 0 if phase == "vae" else 1 << 36
+    return base + ((cfg.seed * 1_000_003 + step) * 64 + i) % (1 << 36)
+
+
+HELD_OUT_SEED_BASE = 1 << 40
+
+
+def _frames_tensor(clips: list[np.ndarray]) -> torch.Tensor:
+    x = torch.from_numpy(np.stack(clips)).float() / 127.5 - 1.0  # [B, F, H, W, 3]
+    return x.permute(0, 1, 4, 2, 3)  # [B, F, 3, H, W]
+
+
+def encode_latents(parts: ToyParts, frames: torch.Tensor) -> torch.Tensor:
+    """[B, F, 3, H, W] in [-1, 1] -> normalised latents [B, 4, F, h, w] (posterior mean)."""
+    b, f = frames.shape[:2]
+    with torch.no_grad():
+        mean = parts.vae.encode(frames.flatten(0, 1)).latent_dist.mean
+    z = (mean - parts.arch.shift_factor) * parts.arch.scaling_factor
+    return z.view(b, f, *z.shape[1:]).permute(0, 2, 1, 3, 4)
+
+
+def caption_ids(parts: ToyParts, captions: list[str]) -> torch.Tensor:
+    tok = parts.tokenizer
+    return torch.tensor([layout(tok, tok.ids(c), 0)[0] for c in captions])
+
+
+class ToyTrainer:
+    def __init__(self, cfg: ToyTrainConfig, state_path: Path, arch: ToyArch | None = None, log=print):
+        self.cfg, self.state_path, self.log = cfg, Path(state_path), log
+        self.spec = LEVELS[cfg.level]
+        self.parts = build(arch or ToyArch(size=self.spec.size, frames=self.spec.frames), seed=cfg.seed)
+        self.phase, self.step, self.vae_step = "vae", 0, 0
+        self.history: list[dict] = []
+        self.ema: dict[str, torch.Tensor] = {}
+        self.seconds = 0.0
+        from ..reference.models import ddim_scheduler
+
+        self.alphas_cumprod = ddim_scheduler().alphas_cumprod.float()
+        if self.state_path.is_file():
+            self._load()
+
+    # ----------------------------------------------------------------- state
+    def _trainable(self) -> dict[str, torch.nn.Parameter]:
+        out = {}
+        for prefix in ("unet", "text"):
+            for k, p in getattr(self.parts, prefix).named_parameters():
+                out[f"{prefix}.{k}"] = p
+        return out
+
+    def save(self) -> None:
+        from ..atomic import save_safetensors
+
+        tensors = {f"raw.{k}": v.float() if v.is_floating_point() else v for k, v in state_tensors(self.parts).items()}
+        tensors.update({f"ema.{k}": v.detach().to(torch.float16).contiguous() for k, v in self.ema.items()})
+        meta = {
+            "format": STATE_FORMAT, "arch": json.dumps(self.parts.arch.to_dict()), "config": json.dumps(self.cfg.to_dict()),
+            "phase": self.phase, "step": str(self.step), "vae_step": str(self.vae_step), "seconds": f"{self.seconds:.1f}",
+        }
+        save_safetensors(tensors, meta, self.state_path)
+        if self.phase == "unet" and self.ema:
+            save_model(self.ema_parts(), self.state_path.with_name("toy_model.safetensors"), self.model_meta())
+        self._write_csv()
+
+    def _load(self) -> None:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(str(self.state_path), "pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("format") != STATE_FORMAT:
+            raise ValueError(f"{self.state_path} is not a toy training state (format {meta.get('format')!r})")
+        saved = json.loads(meta["config"])
+        for key in ("level", "seed", "batch", "vae_batch"):
+            if saved.get(key) != getattr(self.cfg, key):
+                raise ValueError(f"state was trained with {key}={saved.get(key)!r}, not {getattr(self.cfg, key)!r}; "
+                                 "resume with the same settings or start a new state file")
+        self.parts = build(ToyArch.from_dict(json.loads(meta["arch"])), seed=self.cfg.seed)
+        tensors = load_file(str(self.state_path))
+        load_tensors(self.parts, tensors, prefix="raw.")
+        self.ema = {k[4:]: v.float() for k, v in tensors.items() if k.startswith("ema.")}
+        self.phase, self.step, self.vae_step = meta["phase"], int(meta["step"]), int(meta["vae_step"])
+        self.seconds = float(meta.get("seconds", 0))
+        csv_path = self.state_path.with_suffix(".csv")
+        if csv_path.is_file():
+            with open(csv_path) as f:
+                self.history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        self.log(f"resumed {self.state_path}: phase {self.phase}, vae step {self.vae_step}, unet step {self.step}")
+
+    def _write_csv(self) -> None:
+        from ..atomic import write_text
+
+        if not self.history:
+            return
+        keys = list(self.history[0])
+        lines = [",".join(keys)] + [",".join(f"{row.get(k, float('nan')):.6g}" for k in keys) for row in self.history]
+        write_text(self.state_path.with_suffix(".csv"), "\n".join(lines) + "\n")
+
+    def ema_parts(self) -> ToyParts:
+        parts = build(self.parts.arch, seed=self.cfg.seed)
+        tensors = state_tensors(self.parts)
+        tensors.update(self.ema)
+        load_tensors(parts, tensors)
+        return parts
+
+    def model_meta(self) -> dict:
+        recent = [h["loss"] for h in self.history[-200:] if h.get("phase") == 1]
+        return {"level": self.cfg.level, "unet_steps": self.step, "vae_steps": self.vae_step, "batch": self.cfg.batch,
+                "seed": self.cfg.seed, "train_seconds": round(self.seconds), "ema_decay": EMA_DECAY,
+                "loss_recent": float(np.mean(recent)) if recent else None}
+
+    # ----------------------------------------------------------------- phases
+    def _clips(self, step: int, n: int, phase: str) -> tuple[list[np.ndarray], list[str]]:
+        clips, caps = [], []
+        for i in range(n):
+            scene = sample_scene(self.spec, train_seed(self.cfg, step, i, phase))
+            clips.append(render(scene, self.parts.arch.size))
+            caps.append(scene.caption)
+        return clips, caps
+
+    def vae_step_fn(self, opt) -> float:
+        step = self.vae_step
+        gen = torch.Generator().manual_seed(self.cfg.seed * 7 + step)
+        clips, _ = self._clips(step, max(1, self.cfg.vae_batch // 4), "vae")
+        frames = _frames_tensor(clips).flatten(0, 1)
+        pick = torch.randperm(frames.shape[0], generator=gen)[: self.cfg.vae_batch]
+        x = frames[pick]
+        vae = self.parts.vae.train()
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample(generator=gen)).sample
+        loss = (rec - x).abs().mean() + (rec - x).pow(2).mean() + 1e-6 * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    def finish_vae(self) -> None:
+        self.parts.vae.eval().requires_grad_(False)
+        clips, _ = self._clips(10**6, 32, "vae")
+        with torch.no_grad():
+            mean = self.parts.vae.encode(_frames_tensor(clips).flatten(0, 1)).latent_dist.mean
+        set_latent_stats(self.parts, float(mean.mean()), float(mean.std()))
+        self.log(f"VAE done: latent mean {float(mean.mean()):.3f}, std {float(mean.std()):.3f} -> normalised")
+        self.phase = "unet"
+
+    def unet_step_fn(self, opt) -> float:
+        cfg, step = self.cfg, self.step
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        rng = np.random.default_rng([cfg.seed, step])
+        clips, caps = self._clips(step, cfg.batch, "unet")
+        caps = ["" if rng.random() < cfg.caption_dropout else c for c in caps]
+        z = encode_latents(self.parts, _frames_tensor(clips))
+        b, f = z.shape[0], z.shape[2]
+        t = torch.randint(0, len(self.alphas_cumprod), (b,), generator=gen)
+        noise = torch.randn(z.shape, generator=gen)
+        ab = self.alphas_cumprod[t].view(b, 1, 1, 1, 1)
+        noisy = ab.sqrt() * z + (1 - ab).sqrt() * noise
+        self.parts.unet.train()
+        self.parts.text.train()
+        cond = self.parts.text(caption_ids(self.parts, caps))[0].repeat_interleave(f, dim=0)
+        pred = self.parts.unet(noisy, t, encoder_hidden_states=cond).sample
+        snr = ab.flatten() / (1 - ab.flatten())
+        weight = torch.clamp(snr, max=MIN_SNR_GAMMA) / snr
+        loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3, 4))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(self._trainable().values()), 1.0)
+        opt.step()
+        self._update_ema()
+        return float(loss.detach())
+
+    def _update_ema(self) -> None:
+        decay = min(EMA_DECAY, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for k, p in self._trainable().items():
+                if k not in self.ema:
+                    self.ema[k] = p.detach().clone()
+                else:
+                    self.ema[k].mul_(decay).add_(p.detach(), alpha=1 - decay)
+
+    # ----------------------------------------------------------------- loop
+    def run(self, stop=lambda: False, progress=None) -> str:
+        """Trains until done or ``stop()``; returns "done" or "stopped" (state saved either way)."""
+        last_save = time.monotonic()
+        t_mark = time.monotonic()
+
+        def tick(force=False):
+            nonlocal last_save, t_mark
+            now = time.monotonic()
+            self.seconds += now - t_mark
+            t_mark = now
+            if force or now - last_save >= self.cfg.save_every:
+                self.save()
+                last_save = now
+
+        if self.phase == "vae":
+            opt = torch.optim.AdamW(self.parts.vae.parameters(), lr=self.cfg.vae_lr, weight_decay=0.0)
+            while self.vae_step < self.cfg.vae_steps:
+                if stop():
+                    tick(force=True)
+                    return "stopped"
+                loss = self.vae_step_fn(opt)
+                self.vae_step += 1
+                self.history.append({"phase": 0, "step": self.vae_step, "loss": loss})
+                if progress:
+                    progress("vae", self.vae_step, self.cfg.vae_steps, loss)
+                tick()
+            self.finish_vae()
+            tick(force=True)
+        params = list(self._trainable().values())
+        opt = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=0.01)
+        start = self.step
+        while self.step < self.cfg.steps:
+            if stop():
+                tick(force=True)
+                return "stopped"
+            warm = min(1.0, (self.step - start + 1) / self.cfg.warmup)  # also after a resume: moments are new
+            for g in opt.param_groups:
+                g["lr"] = self.cfg.lr * warm
+            loss = self.unet_step_fn(opt)
+            self.step += 1
+            self.history.append({"phase": 1, "step": self.step, "loss": loss})
+            if progress:
+                progress("unet", self.step, self.cfg.steps, loss)
+            tick()
+        tick(force=True)
+        return "done"
+
+
+# --------------------------------------------------------------------------------------- CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = ToyTrainConfig()
+    p.add_argument("--state", default="outputs/toy/toy_state.safetensors",
+                   help="resumable training state (created, or continued when it exists); the EMA model "
+                   "toy_model.safetensors and the loss log toy_state.csv are written beside it")
+    p.add_argument("--level", default=d.level, choices=sorted(LEVELS), help="which part of the world to train on")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--vae-steps", type=int, default=d.vae_steps)
+    p.add_argument("--steps", type=int, default=d.steps, help="UNet + text encoder steps (total, not more)")
+    p.add_argument("--batch", type=int, default=d.batch, help="clips per UNet step")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--save-every", type=float, default=d.save_every, help="seconds between state saves")
+    p.add_argument("--max-minutes", type=float, default=0, help="stop (saved, resumable) after this long; 0 = no limit")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+
+
+def run(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = ToyTrainConfig(level=args.level, seed=args.seed, vae_steps=args.vae_steps, steps=args.steps,
+                         batch=args.batch, lr=args.lr, save_every=args.save_every)
+    try:
+        trainer = ToyTrainer(cfg, Path(args.state), log=lambda m: print(m, file=sys.stderr, flush=True))
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stop: list[str] = []
+    deadline = time.monotonic() + args.max_minutes * 60 if args.max_minutes else math.inf
+
+    def on_signal(signum, frame):
+        stop.append(signal.Signals(signum).name)
+        print(f"\n{stop[-1]}: saving at the end of this step", file=sys.stderr, flush=True)
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handlers[sig] = signal.signal(sig, on_signal)
+    bars: dict = {}
+
+    def progress(phase, step, total, loss):
+        from tqdm import tqdm
+
+        if phase not in bars:
+            for b in bars.values():
+                b.close()
+            bars[phase] = tqdm(total=total, initial=step - 1, desc=f"toy {phase}", file=sys.stderr, dynamic_ncols=True,
+                               mininterval=5.0)
+        bars[phase].update(1)
+        bars[phase].set_postfix_str(f"loss {loss:.4f}", refresh=False)
+
+    try:
+        result = trainer.run(stop=lambda: bool(stop) or time.monotonic() > deadline, progress=progress)
+    finally:
+        for b in bars.values():
+            b.close()
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+    print(f"{result}: phase {trainer.phase}, vae step {trainer.vae_step}, unet step {trainer.step}/{cfg.steps}, "
+          f"{trainer.seconds / 3600:.2f} h trained; state {args.state}", file=sys.stderr)
+    return 0
