@@ -191,13 +191,24 @@ def main(argv: list[str] | None = None) -> int:
     train_cli.add_train_arguments(sub.add_parser("train", help="train a flow discriminator: real clips vs generated "
                                                  "videos and/or synthetic corruptions"))
     train_cli.add_score_arguments(sub.add_parser("score", help="score videos with a trained discriminator"))
+    from .evaluation import evaluate
+    from .toy import disc as toy_disc
+    from .toy import gate as toy_gate
     from .toy import train as toy_train
 
     toy_train.add_arguments(sub.add_parser("toy-train", help="train the toy text-to-video model on the procedural "
                                            "world (resumable; runs for hours on CPU)"))
+    toy_gate.add_arguments(sub.add_parser("toy-check", help="quality gate of a toy model: is the prompted object "
+                                          "visible, does it move the prompted way"))
+    toy_disc.add_arguments(sub.add_parser("toy-disc", help="train a discriminator on world clips vs the toy "
+                                          "model's generations (guiding or independent split)"))
+    evaluate.add_arguments(sub.add_parser("evaluate", help="plain vs guided on held-out prompts and seeds: paired "
+                                          "statistics, independent D, weight-free and ground-truth metrics"))
     args = parser.parse_args(argv)
-    if args.command == "toy-train":
-        return toy_train.run(args)
+    commands = {"toy-train": toy_train.run, "toy-check": toy_gate.run, "toy-disc": toy_disc.run,
+                "evaluate": evaluate.run}
+    if args.command in commands:
+        return commands[args.command](args)
     if args.command in ("train", "score"):  # exit code 2 on bad input, with the reason on stderr
         return (train_cli.run_train if args.command == "train" else train_cli.run_score)(args)
     t0 = time.perf_counter()

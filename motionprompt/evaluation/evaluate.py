@@ -1,0 +1,297 @@
+"""``python -m motionprompt evaluate``: plain vs guided from the same seeds on held-out prompts.
+
+Every (prompt, seed) is sampled once plain and once per *arm* (a preset plus optional overrides, e.g.
+``K1=paper:inner_iters=1``) through the production path on the diffusers reference host. Each clip is
+measured by the guiding discriminator, an independent one (trained on a disjoint split with another seed:
+guards against merely fooling the guiding D), weight-free metrics, and the toy world's ground truth; the
+sets are compared to real clips of the same captions with a Fréchet distance on flow statistics. Results
+are paired per sample (``paired.py``). Rows are saved after every clip, so an interrupted run resumes
+where it stopped; the summary is recomputed from all rows at the end.
+
+Flow policy: guidance always computes flow as the guiding discriminator was trained (backend, size,
+iterations from its checkpoint) — a preset's flow settings are for RAFT on real models and are ignored
+here; an arm may override ``flow.iters`` explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..records import json_safe
+from .paired import kept_fraction, paired_stats
+
+# metric -> higher is better?
+METRICS: dict[str, bool] = {
+    "d_guide": True, "d_independent": True,
+    "warp_error": False, "flicker": True, "smoothness": True,
+    "visible_frac": True, "direction_ok": True, "speed_error": False, "area_cv": False, "jerk": False,
+    "colour_purity": True,
+}
+METRIC_SIDE = 64  # weight-free metrics on 32-px clips run on 2x bilinear upscales (DIS needs the room)
+
+
+@dataclasses.dataclass
+class Arm:
+    name: str
+    preset: str
+    overrides: dict
+
+    @classmethod
+    def parse(cls, text: str) -> Arm:
+        """``paper`` | ``NAME=PRESET`` | ``NAME=PRESET:key=value,key=value`` (``flow.iters=3`` for flow)."""
+        name, _, rest = text.partition("=") if "=" in text.split(":")[0] else (text, "", text)
+        preset_name, _, spec = rest.partition(":")
+        overrides = {}
+        for item in filter(None, spec.split(",")):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"arm {text!r}: expected key=value, got {item!r}")
+            overrides[key.strip()] = _parse_value(value.strip())
+        return cls(name.strip(), preset_name.strip() or name.strip(), overrides)
+
+    def config(self, disc):
+        from ..config import preset
+
+        flat = {k: v for k, v in self.overrides.items() if not k.startswith("flow.")}
+        cfg = preset(self.preset, **flat)
+        cfg.flow = dataclasses.replace(disc.flow)
+        for k, v in self.overrides.items():
+            if k.startswith("flow."):
+                key = k[5:]
+                if key != "iters":
+                    raise ValueError(f"arm {self.name}: only flow.iters may be overridden (the D fixes backend and size)")
+                cfg.flow.iters = int(v)
+        return cfg.validate()
+
+
+def _parse_value(v: str):
+    low = v.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
+
+
+def clip_metrics(frames: np.ndarray, prompt: str, discs: dict, flows: dict) -> dict:
+    import cv2
+
+    from ..metrics import disc_score, video_metrics
+    from ..toy.truth import clip_truth
+    from .flowstats import flow_features
+
+    out = {}
+    for name, disc in discs.items():
+        out[name] = disc_score(frames, disc, flow=flows[name], pairs=15, gap=1) if disc is not None else None
+    h, w = frames.shape[1:3]
+    scale = METRIC_SIDE / min(h, w)
+    big = frames if scale <= 1 else np.stack(
+        [cv2.resize(f, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_LINEAR) for f in frames])
+    vm = video_metrics(big, short_side=None)
+    out.update({k: vm[k] for k in ("warp_error", "flicker", "smoothness", "motion_px")})
+    out.update(clip_truth(frames, prompt).to_dict())
+    out["flow_features"] = [float(x) for x in flow_features(frames)]
+    return out
+
+
+def summarize(rows: list[dict], arms: list[str], real_features: list | None = None) -> dict:
+    from .flowstats import standardised_distance
+
+    by_key = {(r["prompt"], r["seed"], r["arm"]): r for r in rows}
+    pairs = sorted({(r["prompt"], r["seed"]) for r in rows})
+    summary: dict = {"pairs": len(pairs), "arms": {}}
+    plain_secs = [by_key[(p, s, "plain")]["seconds"] for p, s in pairs if (p, s, "plain") in by_key]
+    for arm in arms:
+        both = [(by_key[(p, s, "plain")], by_key[(p, s, arm)]) for p, s in pairs
+                if (p, s, "plain") in by_key and (p, s, arm) in by_key]
+        stats = {}
+        for metric, higher in METRICS.items():
+            a = [_num(pl["metrics"].get(metric)) for pl, _ in both]
+            b = [_num(gd["metrics"].get(metric)) for _, gd in both]
+            stats[metric] = paired_stats(a, b, higher_is_better=higher)
+        secs = [gd["seconds"] / max(pl["seconds"], 1e-9) for pl, gd in both]
+        entry = {"n": len(both), "metrics": stats, "time_ratio_mean": float(np.mean(secs)) if secs else None,
+                 "guided_seconds_mean": float(np.mean([gd["seconds"] for _, gd in both])) if both else None,
+                 "token_drift_mean": float(np.mean([gd["guide"]["token_drift"] for _, gd in both])) if both else None,
+                 "disabled": sorted({gd["guide"]["disabled"] for _, gd in both if gd["guide"].get("disabled")})}
+        summary["arms"][arm] = entry
+    summary["plain_seconds_mean"] = float(np.mean(plain_secs)) if plain_secs else None
+    if real_features is not None and len(real_features) >= 3:
+        dist = {}
+        for arm in ["plain", *arms]:
+            feats = [r["metrics"]["flow_features"] for r in rows if r["arm"] == arm]
+            if len(feats) >= 3:
+                dist[arm] = standardised_distance(np.array(real_features), np.array(feats))
+        summary["flow_frechet_to_real"] = dist
+    if "paper" in summary["arms"]:
+        ref = summary["arms"]["paper"]["metrics"]
+        for arm, entry in summary["arms"].items():
+            if arm != "paper":
+                entry["kept_vs_paper"] = {m: kept_fraction(entry["metrics"][m], ref[m]) for m in METRICS}
+    return json_safe(summary)
+
+
+def _num(v):
+    if isinstance(v, bool):
+        return float(v)
+    return float("nan") if v is None else float(v)
+
+
+class Evaluation:
+    def __init__(self, out: str | Path, model: str, disc: str, independent: str | None, arms: list[Arm],
+                 n_prompts: int, n_seeds: int, steps: int, cfg_scale: float, n_real: int = 3, log=print):
+        self.out = Path(out)
+        self.arms, self.steps, self.cfg_scale, self.log = arms, steps, cfg_scale, log
+        self.n_prompts, self.n_seeds, self.n_real = n_prompts, n_seeds, n_real
+        self.model_path, self.disc_path, self.indep_path = model, disc, independent
+        self.rows_path = self.out / "samples.json"
+        self.rows: list[dict] = []
+        if self.rows_path.is_file():
+            data = json.loads(self.rows_path.read_text())
+            if data.get("setup") != self.setup():
+                raise ValueError(f"{self.rows_path} holds an evaluation with other settings; choose another --out")
+            self.rows = data["rows"]
+
+    def setup(self) -> dict:
+        return {"model": str(self.model_path), "disc": str(self.disc_path), "independent": str(self.indep_path),
+                "arms": [dataclasses.asdict(a) for a in self.arms], "prompts": self.n_prompts,
+                "seeds": self.n_seeds, "steps": self.steps, "cfg_scale": self.cfg_scale}
+
+    def _save_rows(self) -> None:
+        from ..atomic import write_text
+
+        write_text(self.rows_path, json.dumps(json_safe({"setup": self.setup(), "rows": self.rows})))
+
+    def run(self, progress=None, stop=lambda: False) -> dict:
+        import torch
+
+        from ..checkpoint import load_discriminator
+        from ..flow import build_flow
+        from ..guidance import MotionGuide
+        from ..reference.host import DiffusersVideoHost
+        from ..reference.sampler import sample
+        from ..toy.model import SHIPPED, load_model
+        from ..toy.protocol import eval_pairs, seeds
+        from ..toy.sample import real_clip
+        from ..video_io import save_gif
+
+        parts = load_model(SHIPPED if self.model_path == "toy" else self.model_path)
+        vm = parts.video_model()
+        discs = {"d_guide": load_discriminator(self.disc_path),
+                 "d_independent": load_discriminator(self.indep_path) if self.indep_path else None}
+        flows = {k: build_flow(d.flow) for k, d in discs.items() if d is not None}
+        configs = {a.name: a.config(discs["d_guide"]) for a in self.arms}
+        work = eval_pairs(self.n_prompts, self.n_seeds)
+        done = {(r["prompt"], r["seed"], r["arm"]) for r in self.rows}
+        arm_names = ["plain", *configs]
+        total = len(work) * len(arm_names)
+        size, frames = parts.arch.size, parts.arch.frames
+        for i, (prompt, seed) in enumerate(work):
+            for arm in arm_names:
+                if (prompt, seed, arm) in done:
+                    continue
+                if stop():
+                    self._save_rows()
+                    return {}
+                cfg = configs.get(arm)
+                host = DiffusersVideoHost(vm, prompt, "", cfg.n_tokens if cfg else 1)
+                guide = None
+                if cfg is not None:
+                    torch.manual_seed(0)
+                    guide = MotionGuide(cfg, host, flows["d_guide"], discs["d_guide"])
+                res = sample(host, guide, steps=self.steps, cfg_scale=self.cfg_scale, seed=seed, num_frames=frames,
+                             height=size, width=size)
+                clip = res.frames.numpy()
+                row = {"prompt": prompt, "seed": seed, "arm": arm, "seconds": res.seconds,
+                       "metrics": clip_metrics(clip, prompt, discs, flows),
+                       "guide": guide.summary() if guide else {}}
+                self.rows.append(row)
+                if i < 4:
+                    save_gif(clip, self.out / "clips" / f"{i:02d}_{arm}.gif", fps=8)
+                self._save_rows()
+                if progress:
+                    progress(len(self.rows), total)
+        real = [real_clip(p, s) for p in sorted({p for p, _ in work}) for s in seeds("eval_real", self.n_real)]
+        from .flowstats import flow_features
+
+        real_feats = [flow_features(c).tolist() for c in real]
+        summary = summarize(self.rows, list(configs), real_feats)
+        summary["setup"] = self.setup()
+        from ..atomic import write_text
+
+        write_text(self.out / "summary.json", json.dumps(summary, indent=1))
+        from .report import write_report
+
+        write_report(self.out, summary, self.rows)
+        return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"{summary['pairs']} paired samples; plain sampling {summary.get('plain_seconds_mean') or 0:.1f} s/clip"]
+    for arm, e in summary["arms"].items():
+        lines.append(f"\n[{arm}] n={e['n']} time x{e['time_ratio_mean'] or float('nan'):.2f}, "
+                     f"token drift {e['token_drift_mean'] or 0:.3f}" + (f", disabled: {e['disabled']}" if e["disabled"] else ""))
+        lines.append(f"  {'metric':<14} {'plain':>9} {'guided':>9} {'diff':>9} {'95% CI':>21} {'win':>5} {'p':>8}")
+        for m, s in e["metrics"].items():
+            if not s["n"]:
+                continue
+            ci = s["ci95"] or [float("nan")] * 2
+            lines.append(f"  {m:<14} {s['plain_mean']:>9.4f} {s['guided_mean']:>9.4f} {s['diff_mean']:>+9.4f} "
+                         f"[{ci[0]:>+8.4f},{ci[1]:>+8.4f}] {s['win_rate']:>5.2f} {_p(s['p_value']):>8}")
+    if summary.get("flow_frechet_to_real"):
+        lines.append("\nFréchet distance to real clips on flow statistics (lower = closer): " + ", ".join(
+            f"{k} {v:.3f}" for k, v in summary["flow_frechet_to_real"].items()))
+    return "\n".join(lines)
+
+
+def _p(p) -> str:
+    return "-" if p is None else (f"{p:.1e}" if p < 1e-3 else f"{p:.3f}")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="toy", help='"toy" (the shipped toy model) or a toy model .safetensors')
+    p.add_argument("--disc", required=True, help="guiding discriminator .safetensors")
+    p.add_argument("--independent-disc", help="a second discriminator trained on a disjoint split (recommended)")
+    p.add_argument("--arm", action="append", default=[], metavar="SPEC",
+                   help="guided arm: PRESET, or NAME=PRESET:key=value,... (repeatable; default: paper and fast)")
+    p.add_argument("--prompts", type=int, default=24, help="held-out prompts (of 24)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per prompt")
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--cfg", type=float, default=5.0)
+    p.add_argument("--out", default="outputs/evaluate")
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    try:
+        arms = [Arm.parse(a) for a in (args.arm or ["paper", "fast"])]
+        ev = Evaluation(args.out, args.model, args.disc, args.independent_disc, arms, args.prompts, args.seeds,
+                        args.steps, args.cfg)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    bar = tqdm(total=args.prompts * args.seeds * (1 + len(arms)), initial=len(ev.rows), desc="evaluate",
+               file=sys.stderr, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    try:
+        summary = ev.run(progress=lambda n, total: bar.update(n - bar.n))
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"interrupted: {len(ev.rows)} clip(s) saved in {ev.rows_path}; run the same command to resume",
+              file=sys.stderr)
+        return 130
+    bar.close()
+    print(format_summary(summary))
+    print(f"wrote {args.out}/summary.json, report.html ({time.perf_counter() - t0:.0f} s)")
+    return 0

@@ -1,0 +1,111 @@
+"""Toy model files, its resumable trainer, and sampling that pairs plain and guided clips by seed."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from motionprompt.reference.host import DiffusersVideoHost
+from motionprompt.reference.sampler import sample
+from motionprompt.toy.model import ToyArch, ToyModelError, build, load_model, save_model, set_latent_stats
+from motionprompt.toy.sample import decode_latents, sample_batch
+from motionprompt.toy.train import ToyTrainConfig, ToyTrainer, train_seed
+
+TINY = ToyArch(size=16, unet_channels=(16, 32), vae_channels=(16, 16), text_width=16, text_layers=1)
+
+
+def tiny_parts(seed=0):
+    parts = build(TINY, seed=seed)
+    set_latent_stats(parts, mean=0.3, std=2.0)
+    for m in parts.modules().values():
+        m.eval()
+    return parts
+
+
+def test_saved_model_loads_back_with_the_same_outputs_and_latent_statistics(tmp_path, one_torch_thread):
+    parts = tiny_parts()
+    path = save_model(parts, tmp_path / "m.safetensors", {"unet_steps": 7}, dtype=torch.float32)
+    back = load_model(path)
+    assert back.arch == parts.arch and back.meta == {"unet_steps": 7}
+    assert back.vae.config.shift_factor == pytest.approx(0.3) and back.vae.config.scaling_factor == pytest.approx(0.5)
+    z = torch.randn(1, 4, 16, 4, 4)
+    np.testing.assert_array_equal(decode_latents(parts, z), decode_latents(back, z))
+    ids = torch.tensor([[parts.tokenizer.bos, 5, 6, parts.tokenizer.eos]])
+    torch.testing.assert_close(back.text(ids)[0], parts.text(ids)[0])
+
+
+def test_foreign_or_missing_files_are_refused_with_the_reason(tmp_path):
+    with pytest.raises(ToyModelError, match="not found"):
+        load_model(tmp_path / "nope.safetensors")
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"), metadata={"format": "something"})
+    with pytest.raises(ToyModelError, match="not a toy model"):
+        load_model(tmp_path / "other.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ToyModelError, match="cannot read"):
+        load_model(tmp_path / "junk.safetensors")
+
+
+def test_reference_host_decodes_with_the_vae_shift_like_the_toy_sampler(one_torch_thread):
+    parts = tiny_parts()
+    host = DiffusersVideoHost(parts.video_model(), "a red circle moving left slowly")
+    z = torch.randn(1, 4, 16, 4, 4)
+    with torch.no_grad():
+        via_host = host.decode_video(z).numpy()
+    np.testing.assert_array_equal(via_host, decode_latents(parts, z)[0])
+
+
+def test_plain_clip_of_the_reference_sampler_is_the_batched_sampler_clip_of_that_seed(one_torch_thread):
+    parts = tiny_parts()
+    prompt = "a red circle moving left slowly"
+    host = DiffusersVideoHost(parts.video_model(), prompt)
+    ref = sample(host, None, steps=3, cfg_scale=5.0, seed=42, num_frames=16, height=16, width=16).frames.numpy()
+    batch = sample_batch(parts, ["a blue square moving up quickly", prompt], [7, 42], steps=3, cfg_scale=5.0)
+    assert np.abs(ref.astype(int) - batch[1].astype(int)).max() <= 1
+    assert np.abs(batch[0].astype(int) - batch[1].astype(int)).mean() > 1  # other prompt/seed, other clip
+
+
+def test_training_stops_saves_and_resumes_where_it_stopped(tmp_path, one_torch_thread):
+    state = tmp_path / "state.safetensors"
+    cfg = ToyTrainConfig(vae_steps=2, vae_batch=4, steps=3, batch=2, save_every=1e9)
+    calls = []
+
+    def stop_after_two():
+        calls.append(1)
+        return len(calls) > 4  # 2 VAE steps + 2 UNet steps, then stop
+
+    t = ToyTrainer(cfg, state, arch=TINY)
+    assert t.run(stop=stop_after_two) == "stopped"
+    assert (t.phase, t.vae_step, t.step) == ("unet", 2, 2)
+    meta_model = tmp_path / "toy_model.safetensors"
+    assert load_model(meta_model).meta["unet_steps"] == 2
+    shift = t.parts.arch.shift_factor
+    resumed = ToyTrainer(cfg, state)  # arch comes from the state file
+    assert (resumed.phase, resumed.vae_step, resumed.step) == ("unet", 2, 2)
+    assert resumed.parts.arch.shift_factor == shift and resumed.parts.arch.size == 16
+    for k, v in t.parts.unet.state_dict().items():
+        torch.testing.assert_close(resumed.parts.unet.state_dict()[k], v)
+    assert resumed.run() == "done" and resumed.step == 3
+    assert [h["step"] for h in resumed.history if h["phase"] == 1] == [1, 2, 3]
+    assert load_model(meta_model).meta["unet_steps"] == 3
+
+
+def test_a_state_from_other_settings_is_refused(tmp_path, one_torch_thread):
+    state = tmp_path / "state.safetensors"
+    t = ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=0, batch=2), state, arch=TINY)
+    t.run()
+    with pytest.raises(ValueError, match="batch=2"):
+        ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=0, batch=4), state)
+    save_file({"x": torch.zeros(1)}, str(state), metadata={"format": "x", "config": json.dumps({})})
+    with pytest.raises(ValueError, match="not a toy training state"):
+        ToyTrainer(ToyTrainConfig(), state)
+
+
+def test_training_data_is_a_function_of_seed_and_step_and_never_an_evaluation_seed():
+    from motionprompt.toy.protocol import SEEDS
+
+    cfg = ToyTrainConfig()
+    seeds = {train_seed(cfg, step, i, phase) for step in (0, 1, 10**7) for i in range(8) for phase in ("vae", "unet")}
+    assert len(seeds) == 48 and max(seeds) < min(SEEDS.values())
+    assert train_seed(cfg, 5, 3, "unet") == train_seed(ToyTrainConfig(), 5, 3, "unet")
