@@ -1,0 +1,95 @@
+"""``evaluate`` end to end on a tiny toy model: arms, pairing by seed, resume, summary and report."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from motionprompt.checkpoint import save_discriminator
+from motionprompt.config import FlowSettings
+from motionprompt.discriminator import build_discriminator
+from motionprompt.evaluation.evaluate import Arm, Evaluation, format_summary, summarize
+from motionprompt.toy.model import save_model
+from motionprompt.toy.protocol import eval_pairs
+from tests.test_toy_model import tiny_parts
+
+FLOW = FlowSettings(backend="lk_pyramid", size=16, iters=2)
+
+
+@pytest.fixture
+def files(tmp_path):
+    model = save_model(tiny_parts(), tmp_path / "toy.safetensors", dtype=torch.float32)
+    torch.manual_seed(1)
+    d1 = save_discriminator(tmp_path / "d1.safetensors", build_discriminator("cnn", width=8, depth=2), FLOW)
+    torch.manual_seed(2)
+    d2 = save_discriminator(tmp_path / "d2.safetensors", build_discriminator("cnn", width=8, depth=2), FLOW)
+    return model, d1, d2
+
+
+def test_arm_specs_parse_into_preset_and_typed_overrides():
+    a = Arm.parse("K1=paper:inner_iters=1,lr=0.05,init_word=the,flow.iters=3")
+    assert (a.name, a.preset) == ("K1", "paper")
+    assert a.overrides == {"inner_iters": 1, "lr": 0.05, "init_word": "the", "flow.iters": 3}
+    assert Arm.parse("fast") == Arm("fast", "fast", {})
+    with pytest.raises(ValueError, match="key=value"):
+        Arm.parse("x=paper:inner_iters")
+
+
+def test_guidance_flow_always_follows_the_discriminator(files):
+    from motionprompt.checkpoint import load_discriminator
+
+    disc = load_discriminator(files[1])
+    cfg = Arm.parse("fast").config(disc)  # the preset asks for RAFT at 128 px
+    assert cfg.flow == FLOW and cfg.inner_iters == 1 and cfg.every_k == 2
+    assert Arm.parse("a=paper:flow.iters=5").config(disc).flow.iters == 5
+    with pytest.raises(ValueError, match="only flow.iters"):
+        Arm.parse("a=paper:flow.size=64").config(disc)
+
+
+def test_evaluation_pairs_by_seed_resumes_and_summarises(tmp_path, files, one_torch_thread):
+    model, d1, d2 = files
+    arms = [Arm.parse("g=paper:inner_iters=1,window_start=0.0,window_end=0.5")]
+    out = tmp_path / "ev"
+
+    def make():
+        return Evaluation(out, str(model), str(d1), str(d2), arms, n_prompts=1, n_seeds=3, steps=4, cfg_scale=3.0)
+
+    calls = []
+    first = make()
+    assert first.run(stop=lambda: calls.append(1) or len(calls) > 3) == {}  # stopped after 3 clips
+    assert len(json.loads((out / "samples.json").read_text())["rows"]) == 3
+    second = make()
+    summary = second.run()
+    rows = second.rows
+    assert len(rows) == 6 and sorted({r["arm"] for r in rows}) == ["g", "plain"]
+    assert {(r["prompt"], r["seed"]) for r in rows} == set(eval_pairs(1, 3))
+    guided = [r for r in rows if r["arm"] == "g"]
+    assert all(r["guide"]["steps_guided"] == 2 and r["guide"]["iterations"] == 2 for r in guided)
+    entry = summary["arms"]["g"]
+    assert entry["n"] == 3 and entry["metrics"]["d_guide"]["n"] == 3
+    # the summary's numbers are the rows' numbers
+    plain = {r["seed"]: r["metrics"]["d_independent"] for r in rows if r["arm"] == "plain"}
+    diffs = [r["metrics"]["d_independent"] - plain[r["seed"]] for r in guided]
+    assert entry["metrics"]["d_independent"]["diff_mean"] == pytest.approx(np.mean(diffs))
+    assert set(summary["flow_frechet_to_real"]) == {"plain", "g"}
+    assert (out / "report.html").read_text().count("<table>") >= 2 and (out / "differences.png").stat().st_size > 0
+    assert "d_guide" in format_summary(summary)
+    with pytest.raises(ValueError, match="other settings"):
+        Evaluation(out, str(model), str(d1), None, arms, n_prompts=1, n_seeds=3, steps=4, cfg_scale=3.0)
+
+
+def test_summary_of_a_planted_improvement_is_significant_only_where_planted():
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(40):
+        base = {"d_guide": rng.uniform(0.2, 0.4), "d_independent": rng.uniform(0.2, 0.4), "warp_error": rng.uniform(5, 9)}
+        rows.append({"prompt": "p", "seed": k, "arm": "plain", "seconds": 1.0, "metrics": dict(base), "guide": {}})
+        better = dict(base, d_guide=base["d_guide"] + 0.1 + rng.normal(0, 0.02),
+                      d_independent=base["d_independent"] + rng.normal(0, 0.05))
+        rows.append({"prompt": "p", "seed": k, "arm": "paper", "seconds": 3.0, "metrics": better,
+                     "guide": {"token_drift": 0.1}})
+    s = summarize(rows, ["paper"])["arms"]["paper"]
+    assert s["metrics"]["d_guide"]["p_value"] < 1e-6 and s["metrics"]["d_guide"]["win_rate"] > 0.95
+    assert s["metrics"]["d_independent"]["p_value"] > 0.01
+    assert s["metrics"]["warp_error"]["diff_mean"] == 0 and s["time_ratio_mean"] == pytest.approx(3.0)
