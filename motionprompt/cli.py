@@ -63,13 +63,14 @@ def _config_from_args(args):
 
 
 def _add_generate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="tiny", help='"tiny" (random, for tests) or a diffusers AnimateDiff folder')
+    p.add_argument("--model", default="tiny", help='"toy" (the shipped toy-world model), a toy model .safetensors, '
+                   '"tiny" (random, for tests) or a diffusers AnimateDiff folder')
     p.add_argument("--motion-adapter", help="MotionAdapter folder when --model is a plain SD1.5 folder")
-    p.add_argument("--prompt", default="a white fox running on a rock, snow")
+    p.add_argument("--prompt", default=None, help="default: a toy-world caption for toy models, else a fox")
     p.add_argument("--negative", default="")
     p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--height", type=int, default=64)
-    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--height", type=int, default=None, help="default: the toy model's size, else 64")
+    p.add_argument("--width", type=int, default=None)
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--cfg", type=float, default=7.5, help="classifier-free guidance scale")
     p.add_argument("--seed", type=int, default=0)
@@ -104,10 +105,23 @@ def run_generate(args, wrap_guide=None) -> dict:
 
     cfg = _config_from_args(args)
     out = Path(args.out)
-    model = tiny_model(seed=0) if args.model == "tiny" else load_model(args.model, args.motion_adapter)
     notes = []
-    if args.model == "tiny":
+    default_side, default_prompt = 64, "a white fox running on a rock, snow"
+    if args.model == "toy" or args.model.endswith(".safetensors"):
+        from .toy.model import SHIPPED
+        from .toy.model import load_model as load_toy
+
+        parts = load_toy(SHIPPED if args.model == "toy" else args.model, args.device)
+        model, default_side, default_prompt = parts.video_model(), parts.arch.size, "a red circle moving right slowly"
+        notes.append(f"toy-world model ({parts.meta.get('unet_steps', '?')} training steps): it knows only captions "
+                     "of its world (python -m motionprompt toy-check)")
+    elif args.model == "tiny":
+        model = tiny_model(seed=0)
         notes.append("tiny random-weight AnimateDiff-shaped model: frames are noise-like, only the mechanics are real")
+    else:
+        model = load_model(args.model, args.motion_adapter)
+    args.prompt = args.prompt or default_prompt
+    args.height, args.width = args.height or default_side, args.width or default_side
     host = DiffusersVideoHost(model, args.prompt, args.negative, cfg.n_tokens, args.device,
                               grad_checkpointing=cfg.grad_checkpointing)
     common = {"steps": args.steps, "cfg_scale": args.cfg, "seed": args.seed, "num_frames": args.frames,

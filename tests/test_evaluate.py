@@ -43,7 +43,7 @@ def test_guidance_flow_always_follows_the_discriminator(files):
     cfg = Arm.parse("fast").config(disc)  # the preset asks for RAFT at 128 px
     assert cfg.flow == FLOW and cfg.inner_iters == 1 and cfg.every_k == 2
     assert Arm.parse("a=paper:flow.iters=5").config(disc).flow.iters == 5
-    with pytest.raises(ValueError, match="only flow.iters"):
+    with pytest.raises(ValueError, match=r"only flow\.iters"):
         Arm.parse("a=paper:flow.size=64").config(disc)
 
 
