@@ -221,7 +221,7 @@ class Evaluation:
                 self._save_rows()
                 if progress:
                     progress(len(self.rows), total)
-        real = [real_clip(p, s) for p in sorted({p for p, _ in work}) for s in seeds("eval_real", self.n_real)]
+        real = [real_clip(p, s, size=size) for p in sorted({p for p, _ in work}) for s in seeds("eval_real", self.n_real)]
         from .flowstats import flow_features
 
         real_feats = [flow_features(c).tolist() for c in real]

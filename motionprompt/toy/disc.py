@@ -43,16 +43,17 @@ def write_role_data(model_path: str, role: str, out: Path, per_prompt: int, step
     from .sample import real_clip, sample_many
 
     prompts = caption_split()[role]
+    parts = load_model(SHIPPED if model_path == "toy" else model_path)
+    size, frames = parts.arch.size, parts.arch.frames
     real_dir, fake_dir = out / role / "real", out / role / "fake"
     jobs = [(p, k) for p in prompts for k in range(per_prompt)]
     real_seeds, fake_seeds = seeds(f"{role}_real", len(jobs)), seeds(f"{role}_fake", len(jobs))
     for (p, k), s in zip(jobs, real_seeds, strict=True):
         folder = real_dir / f"{prompts.index(p):02d}_{k}"
-        if not _complete(folder, 16):
-            _write_frames(real_clip(p, s), folder)
-    todo = [(i, p, k) for i, (p, k) in enumerate(jobs) if not _complete(fake_dir / f"{prompts.index(p):02d}_{k}", 16)]
+        if not _complete(folder, frames):
+            _write_frames(real_clip(p, s, size=size), folder)
+    todo = [(i, p, k) for i, (p, k) in enumerate(jobs) if not _complete(fake_dir / f"{prompts.index(p):02d}_{k}", frames)]
     if todo:
-        parts = load_model(SHIPPED if model_path == "toy" else model_path)
         log(f"{role}: sampling {len(todo)} clip(s) of the toy model ({steps} steps, cfg {cfg_scale})")
         for b in range(0, len(todo), 8):
             chunk = todo[b : b + 8]

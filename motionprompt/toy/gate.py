@@ -28,7 +28,7 @@ def check(parts, per_caption: int = 1, steps: int = 25, cfg_scale: float = 5.0, 
     sd = seeds("gate", len(caps))
     clips = sample_many(parts, caps, sd, steps=steps, cfg_scale=cfg_scale, progress=progress)
     model = summarize([clip_truth(c, p) for c, p in zip(clips, caps, strict=True)])
-    real = summarize([clip_truth(real_clip(p, s), p) for p, s in zip(caps, sd, strict=True)])
+    real = summarize([clip_truth(real_clip(p, s, size=parts.arch.size), p) for p, s in zip(caps, sd, strict=True)])
     passed = all(model[k] >= v for k, v in GATE.items())
     return {"model": model, "real": real, "gate": GATE, "passed": passed, "steps": steps, "cfg_scale": cfg_scale}, \
         clips, caps
@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--cfg", type=float, default=5.0)
     p.add_argument("--out", default="outputs/toy-check", help="folder for gate.json and sample GIFs")
+    p.add_argument("--card", action="store_true", help="also write MODEL_CARD.md, samples.gif and loss.png beside "
+                   "the model file")
+    p.add_argument("--train-log", help="the training CSV for the card's loss curve (toy_state.csv)")
 
 
 def run(args) -> int:
@@ -70,6 +73,12 @@ def run(args) -> int:
         save_gif(clips[i], out / f"sample_{i:03d}.gif", fps=8)
     save_png(sheet([clips[i] for i in picks], [caps[i] for i in picks]), out / "sheet.png")
     write_text(out / "sheet.txt", "\n".join(caps[i] for i in picks) + "\n")
+    if args.card:
+        from .card import write_card
+
+        model_file = SHIPPED if args.model == "toy" else Path(args.model)
+        write_card(model_file.parent, parts.meta, parts.arch.to_dict(), result, [caps[i] for i in picks],
+                   [clips[i] for i in picks], Path(args.train_log) if args.train_log else None)
     m, r = result["model"], result["real"]
     print(f"{m['clips']} plain samples: object visible in {m['visible_frames']:.1%} of frames (gate 95%), "
           f"prompted direction in {m['direction_ok']:.1%} of clips (gate 80%) -> {'PASS' if result['passed'] else 'FAIL'}")

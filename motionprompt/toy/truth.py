@@ -17,7 +17,6 @@ from .world import COLOURS, DIRECTIONS, RADIUS, SPEEDS, parse_caption
 _PALETTE_HUES = {name: colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0] * 360 for name, rgb in COLOURS.items()}
 SATURATION_MIN = 0.4
 VALUE_MIN = 0.25
-VISIBLE_FRACTION = 0.35  # of the smallest nominal object area
 
 
 def hue_sat_val(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -52,18 +51,39 @@ class ObjectTrack:
     colour_purity: float  # fraction of saturated pixels that are the captioned colour
 
 
+def area_range(size: int) -> tuple[float, float]:
+    """Pixel area a visible object may cover at this frame size: half the smallest shape (2.5 r^2 at the
+    smallest radius) to twice the largest (a circle at the largest radius)."""
+    return 0.5 * 2.5 * (RADIUS[0] * size) ** 2, 2.0 * np.pi * (RADIUS[1] * size) ** 2
+
+
+def _largest_blob(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    import cv2
+
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros_like(mask), 0
+    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return labels == k, int(stats[k, cv2.CC_STAT_AREA])
+
+
 def track(frames: np.ndarray, colour: str) -> ObjectTrack:
+    """The captioned colour's largest connected blob per frame. Visible = one object-sized blob holding
+    most of that colour (scattered coloured noise is not an object)."""
     masks = colour_masks(frames)
     mask = masks[colour]
-    size = frames.shape[1]
-    area = mask.sum((1, 2)).astype(np.float64)
-    min_area = VISIBLE_FRACTION * 2.5 * (RADIUS[0] * size) ** 2  # 2.5: the smallest shape area in radii^2
-    visible = area >= min_area
+    lo, hi = area_range(frames.shape[1])
     ys, xs = np.mgrid[0 : frames.shape[1], 0 : frames.shape[2]] + 0.5
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cx = (mask * xs).sum((1, 2)) / area
-        cy = (mask * ys).sum((1, 2)) / area
-    centre = np.stack([cx, cy], axis=1)
+    area = np.zeros(len(frames))
+    centre = np.full((len(frames), 2), np.nan)
+    visible = np.zeros(len(frames), bool)
+    for t in range(len(frames)):
+        blob, a = _largest_blob(mask[t])
+        total = int(mask[t].sum())
+        area[t] = a
+        if a:
+            centre[t] = [(blob * xs).sum() / a, (blob * ys).sum() / a]
+        visible[t] = lo <= a <= hi and a >= 0.6 * total
     centre[~visible] = np.nan
     saturated = sum(m.sum() for m in masks.values())
     purity = float(mask.sum() / saturated) if saturated else 0.0

@@ -1,0 +1,75 @@
+"""The evaluation protocol's splits, the discriminator data it writes, and the quality gate."""
+
+import itertools
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from motionprompt.toy import disc as toy_disc
+from motionprompt.toy import gate
+from motionprompt.toy.model import save_model
+from motionprompt.toy.protocol import SEEDS, all_captions, caption_split, eval_pairs
+from motionprompt.toy.sample import real_clip
+from motionprompt.toy.truth import clip_truth
+from tests.test_toy_model import tiny_parts
+
+
+def test_caption_splits_are_disjoint_complete_and_balanced():
+    split = caption_split()
+    sets = {k: set(v) for k, v in split.items()}
+    assert sum(len(v) for v in sets.values()) == 96 and set.union(*sets.values()) == set(all_captions())
+    assert not (sets["eval"] & sets["guide"]) and not (sets["eval"] & sets["independent"])
+    assert not (sets["guide"] & sets["independent"])
+    words = [c.split() for c in split["eval"]]
+    assert set(Counter(w[1] for w in words).values()) == {6}  # colours
+    assert set(Counter(w[2] for w in words).values()) == {8}  # shapes
+    assert set(Counter(w[4] for w in words).values()) == {6}  # directions
+    assert set(Counter(w[5] for w in words).values()) == {12}  # speeds
+
+
+def test_seed_ranges_never_overlap_for_realistic_counts():
+    starts = sorted(SEEDS.values())
+    assert all(b - a >= 1 << 30 for a, b in itertools.pairwise(starts))
+    pairs = eval_pairs(24, 3)
+    assert len(pairs) == 72 and len(set(pairs)) == 72 and {s for _, s in pairs} == {SEEDS["eval"] + i for i in range(3)}
+
+
+def test_real_clip_shows_its_caption_and_refuses_foreign_ones():
+    cap = "a yellow triangle moving up quickly"
+    truth = clip_truth(real_clip(cap, 5), cap)
+    assert truth.direction_ok and truth.visible_frac == 1.0
+    with pytest.raises(ValueError, match="not one the world writes"):
+        real_clip("a yellow triangle moving up", 5)
+
+
+def test_role_data_is_written_once_per_clip_at_the_model_size(tmp_path, monkeypatch, one_torch_thread):
+    model = save_model(tiny_parts(), tmp_path / "toy.safetensors", dtype=torch.float32)
+    real, fake = toy_disc.write_role_data(str(model), "guide", tmp_path / "data", per_prompt=1, steps=2, cfg_scale=3.0,
+                                          log=lambda m: None)
+    clips = sorted(p for p in real.iterdir())
+    assert len(clips) == 36 and len(list(fake.iterdir())) == 36
+    from PIL import Image
+
+    first = np.asarray(Image.open(clips[0] / "00.png"))
+    assert first.shape == (16, 16, 3) and len(list(clips[0].glob("*.png"))) == 16
+
+    def must_not_sample(*a, **k):
+        raise AssertionError("complete clips are not sampled again")
+
+    monkeypatch.setattr("motionprompt.toy.sample.sample_many", must_not_sample)
+    toy_disc.write_role_data(str(model), "guide", tmp_path / "data", per_prompt=1, steps=2, cfg_scale=3.0,
+                             log=lambda m: None)
+    (fake / clips[3].name / "15.png").unlink()  # a clip cut short by a kill is sampled again
+    monkeypatch.undo()
+    toy_disc.write_role_data(str(model), "guide", tmp_path / "data", per_prompt=1, steps=2, cfg_scale=3.0,
+                             log=lambda m: None)
+    assert (fake / clips[3].name / "15.png").is_file()
+
+
+def test_gate_passes_real_clips_and_fails_a_random_model(one_torch_thread):
+    result, clips, caps = gate.check(tiny_parts(), per_caption=1, steps=2, cfg_scale=3.0)
+    assert len(clips) == len(caps) == 96 and clips[0].shape == (16, 16, 16, 3)
+    assert result["real"]["visible_frames"] >= 0.99 and result["real"]["direction_ok"] >= 0.95
+    assert result["model"]["visible_frames"] < 0.5 and not result["passed"]
