@@ -39,7 +39,7 @@ EMA_DECAY = 0.999
 class ToyTrainConfig:
     level: str = "toy"
     seed: int = 0
-    vae_steps: int = 1000
+    vae_steps: int = 2500
     vae_batch: int = 32  # frames
     vae_lr: float = 1e-3
     steps: int = 40000  # UNet steps
@@ -74,6 +74,23 @@ def encode_latents(parts: ToyParts, frames: torch.Tensor) -> torch.Tensor:
         mean = parts.vae.encode(frames.flatten(0, 1)).latent_dist.mean
     z = (mean - parts.arch.shift_factor) * parts.arch.scaling_factor
     return z.view(b, f, *z.shape[1:]).permute(0, 2, 1, 3, 4)
+
+
+def vae_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L1 + L2 + L1 of image gradients, with object pixels weighted up.
+
+    Objects cover a few percent of a frame: an unweighted pixel loss is nearly as happy with a blurred blob
+    as with a triangle (measured: plateau at PSNR 25 with triangles drawn as discs). Saturation marks
+    object pixels in this world (backgrounds are grey), and the gradient term rewards sharp edges.
+    """
+    sat = (x.amax(1, keepdim=True) - x.amin(1, keepdim=True)) / 2  # [0, 1]
+    w = 1.0 + 8.0 * sat
+    err = rec - x
+    pix = (w * (err.abs() + err.pow(2))).mean() / w.mean()
+    gx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
+    gy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
+    edge = (gx(rec) - gx(x)).abs().mean() + (gy(rec) - gy(x)).abs().mean()
+    return pix + edge
 
 
 def caption_ids(parts: ToyParts, captions: list[str]) -> torch.Tensor:
@@ -184,7 +201,7 @@ class ToyTrainer:
         vae = self.parts.vae.train()
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample(generator=gen)).sample
-        loss = (rec - x).abs().mean() + (rec - x).pow(2).mean() + 1e-6 * post.kl().mean()
+        loss = vae_loss(rec, x) + 1e-6 * post.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -255,6 +272,8 @@ class ToyTrainer:
                 if stop():
                     tick(force=True)
                     return "stopped"
+                for g in opt.param_groups:  # cosine to 1/20: the last steps sharpen details
+                    g["lr"] = self.cfg.vae_lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * self.vae_step / self.cfg.vae_steps)))
                 loss = self.vae_step_fn(opt)
                 self.vae_step += 1
                 self.history.append({"phase": 0, "step": self.vae_step, "loss": loss})
