@@ -1,7 +1,7 @@
 """``python -m motionprompt toy-train``: train the toy text-to-video model on the procedural world.
 
-Two phases in one resumable run: the VAE on single frames, then (VAE frozen, latents normalised to zero
-mean and unit variance) the UNetMotionModel and the text encoder jointly on 16-frame clips, epsilon
+Two phases in one resumable run: the VAE on single frames (its posterior mean decoded, object-weighted
+pixel + edge loss: see ``vae_loss``), then (VAE frozen, latents normalised to zero mean and unit variance) the UNetMotionModel and the text encoder jointly on 16-frame clips, epsilon
 prediction with min-SNR weighting and 10 % caption dropout for classifier-free guidance.
 
 Every batch is a pure function of (seed, step): clips are rendered on the fly from seeds, so a resumed run
@@ -200,7 +200,7 @@ class ToyTrainer:
         x = frames[pick]
         vae = self.parts.vae.train()
         post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample(generator=gen)).sample
+        rec = vae.decode(post.mode()).sample  # deterministic: sampled latents taught the decoder to blur
         loss = vae_loss(rec, x) + 1e-6 * post.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
