@@ -73,3 +73,20 @@ def test_gate_passes_real_clips_and_fails_a_random_model(one_torch_thread):
     assert len(clips) == len(caps) == 96 and clips[0].shape == (16, 16, 16, 3)
     assert result["real"]["visible_frames"] >= 0.99 and result["real"]["direction_ok"] >= 0.95
     assert result["model"]["visible_frames"] < 0.5 and not result["passed"]
+
+
+def test_demo_side_by_side_shows_frames_on_top_and_flow_colours_of_the_motion_below():
+    from motionprompt.toy.demo import side_by_side
+
+    right = real_clip("a blue square moving right quickly", 1)
+    left = real_clip("a blue square moving left quickly", 2)
+    out = side_by_side(right, left, zoom=4)
+    assert out.shape == (16, 2 * 128 + 8, 2 * 128 + 8, 3)
+    np.testing.assert_array_equal(out[3, :128, :128], np.kron(right[3], np.ones((4, 4, 1), np.uint8)))
+    flow_r, flow_l = out[5, 136:, :128].astype(int), out[5, 136:, 136:].astype(int)
+    moving_r = np.abs(flow_r - 255).sum(-1) > 60  # not white = moving
+    moving_l = np.abs(flow_l - 255).sum(-1) > 60
+    assert moving_r.sum() > 100 and moving_l.sum() > 100
+    # Middlebury wheel: rightward motion is red, leftward cyan
+    assert flow_r[moving_r][:, 0].mean() > flow_r[moving_r][:, 2].mean() + 60
+    assert flow_l[moving_l][:, 2].mean() > flow_l[moving_l][:, 0].mean() + 60
