@@ -97,3 +97,24 @@ def write_card(folder: Path, meta: dict, arch: dict, gate: dict, captions: list[
         "`samples.gif`: " + "; ".join(f"{i + 1}. {c}" for i, c in enumerate(captions)),
     ]
     return write_text(folder / "MODEL_CARD.md", "\n".join(lines) + "\n")
+
+
+REFERENCE_PROMPTS = ("a red circle moving right slowly", "a blue square moving up quickly",
+                     "a yellow triangle moving left quickly", "a green square moving down slowly")
+REFERENCE_SEED = 1 << 44  # outside every other seed range
+
+
+def reference_stats(parts, steps: int = 10) -> dict:
+    """A small fixed sample's statistics, written beside the shipped weights and re-checked by the tests:
+    if loading, the architecture or the sampler drift, these numbers move."""
+    from .sample import sample_batch
+    from .truth import clip_truth
+
+    clips = sample_batch(parts, list(REFERENCE_PROMPTS), [REFERENCE_SEED + i for i in range(len(REFERENCE_PROMPTS))],
+                         steps=steps, cfg_scale=5.0)
+    rows = []
+    for prompt, c in zip(REFERENCE_PROMPTS, clips, strict=True):
+        t = clip_truth(c, prompt)
+        rows.append({"prompt": prompt, "mean_rgb": [float(v) for v in c.reshape(-1, 3).mean(0)],
+                     "visible_frac": t.visible_frac, "displacement": t.displacement, "direction_ok": t.direction_ok})
+    return {"steps": steps, "cfg_scale": 5.0, "seed": REFERENCE_SEED, "clips": rows}

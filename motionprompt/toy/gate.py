@@ -77,8 +77,12 @@ def run(args) -> int:
         from .card import write_card
 
         model_file = SHIPPED if args.model == "toy" else Path(args.model)
+        from .card import reference_stats
+
         write_card(model_file.parent, parts.meta, parts.arch.to_dict(), result, [caps[i] for i in picks],
                    [clips[i] for i in picks], Path(args.train_log) if args.train_log else None)
+        write_text(model_file.parent / "reference_stats.json", json.dumps(reference_stats(parts), indent=1))
+        write_text(model_file.parent / "gate.json", json.dumps(result, indent=1))
     m, r = result["model"], result["real"]
     print(f"{m['clips']} plain samples: object visible in {m['visible_frames']:.1%} of frames (gate 95%), "
           f"prompted direction in {m['direction_ok']:.1%} of clips (gate 80%) -> {'PASS' if result['passed'] else 'FAIL'}")
