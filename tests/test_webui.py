@@ -544,25 +544,11 @@ def test_xyz_preset_axis_moves_the_values_that_followed_the_ui_preset(webui):
     assert fast.extra_generation_params["MotionPrompt"] == "discriminator: disc.safetensors, preset: fast"
 
 
-def test_preset_radio_rewrites_values_only_on_a_users_click(webui):
-    """A pasted infotext sets the Preset radio programmatically: that must not fire the rewrite (``.input``)."""
-    deps = webui.runner.blocks.config["dependencies"]
-    preset = next(c for c in webui.runner.inputs[webui.mp.args_from:webui.mp.args_to]
-                  if getattr(c, "elem_id", "") == "txt2img_motionprompt_preset")
-    triggers = [d.get("trigger") or [t[1] for t in d.get("targets", []) if t[0] == preset._id]
-                for d in deps if preset._id in [t if isinstance(t, int) else t[0] for t in d.get("targets", [])]]
-    assert triggers and all(t in ("input", ["input"]) for t in triggers), triggers
-
-
 def test_flow_settings_come_from_the_discriminator_and_a_requested_mismatch_is_reported(webui):
     """D trained on lk_pyramid 32 px / 2 iterations. The fast preset's own flow (128 px, 6) must not apply;
     an explicit size runs with a note; another backend is refused. CLI and bench follow the same rule."""
     import argparse
     import json
-
-    from motionprompt.bench import BenchSettings, guidance_config
-    from motionprompt.cli import _disc_flow
-    from motionprompt.config import FlowSettings, preset
 
     def settings(p):
         report = next(c for c in p.comments if "report" in c).rsplit("report ", 1)[1]
@@ -577,6 +563,10 @@ def test_flow_settings_come_from_the_discriminator_and_a_requested_mismatch_is_r
     p, _ = webui.generate({**MP, "flow_backend": "raft_small"}, AD)
     assert "not applied" in p.extra_generation_params["MotionPrompt result"]
     assert "trained on 'lk_pyramid' flow" in p.extra_generation_params["MotionPrompt result"]
+
+    from motionprompt.bench import BenchSettings, guidance_config
+    from motionprompt.cli import _disc_flow
+    from motionprompt.config import FlowSettings, preset
 
     d = FlowSettings("lk_pyramid", 32, 2)
     assert guidance_config("fast", BenchSettings(), d).flow == d
