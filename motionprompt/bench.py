@@ -30,6 +30,7 @@ import contextlib
 import ctypes
 import gc
 import json
+import logging
 import os
 import platform
 import threading
@@ -40,7 +41,10 @@ import torch
 from torch import nn
 
 from . import __version__, schedule
-from .config import PRESETS, GuidanceConfig, preset
+from .config import PRESETS, FlowSettings, GuidanceConfig, preset
+from .flow_policy import resolve_flow
+
+_log = logging.getLogger("motionprompt")
 
 PHASES = [  # (key, label); forward phases come from MotionGuide records, backward parts from hooks
     ("text_encoder_forward", "text encoder forward"),
@@ -278,14 +282,13 @@ def build_model(name: str, device: torch.device, dtype: str = "auto"):
 
 def guidance_config(name: str, s: BenchSettings, disc_flow=None) -> GuidanceConfig:
     cfg = preset(name)
-    if disc_flow is not None:
-        cfg.flow.backend = disc_flow.backend  # D only scores flow from the backend it was trained on
-    elif s.flow_backend:
-        cfg.flow.backend = s.flow_backend
-    if s.flow_size:
-        cfg.flow.size = s.flow_size
-    if s.flow_iters:
-        cfg.flow.iters = s.flow_iters
+    # the engine's flow policy: a checkpoint's flow wins; --flow-backend only picks the flow when there is
+    # no checkpoint (a random D); --flow-size/--flow-iters are explicit requests (a note if they differ from D)
+    fallback = FlowSettings(s.flow_backend or cfg.flow.backend, cfg.flow.size, cfg.flow.iters)
+    choice = resolve_flow(disc_flow, fallback, None, s.flow_size, s.flow_iters)
+    cfg.flow = choice.settings
+    for note in choice.notes:
+        _log.warning("bench: %s", note)
     cfg.sync_timing = s.device.startswith("cuda")
     return cfg.validate()
 
@@ -522,7 +525,7 @@ def run_bench(s: BenchSettings, log=print) -> dict:
         "dtype": dtype,
         "machine": _machine(device),
         "job": job,
-        "flow_backend": s.flow_backend or "preset",
+        "flow_backend": guidance_config(s.presets[0], s, ckpt.flow if ckpt else None).flow.backend,
         "discriminator": s.disc or "random cnn",
         "warmup": s.warmup,
         "repeat": s.repeat,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import PRESETS, preset
+from .flow_policy import FlowMismatch, resolve_flow
 
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -56,10 +57,15 @@ def _config_from_args(args):
     if args.guide_seed is not None:
         overrides["seed"] = args.guide_seed
     cfg = preset(args.preset, **overrides)
-    for key, attr in (("backend", "flow_backend"), ("size", "flow_size"), ("iters", "flow_iters")):
-        if getattr(args, attr) is not None:
-            setattr(cfg.flow, key, getattr(args, attr))
+    cfg.flow = resolve_flow(None, cfg.flow, args.flow_backend, args.flow_size, args.flow_iters).settings
     return cfg.validate()
+
+
+def _disc_flow(cfg, args, disc_flow, notes: list) -> None:
+    """The checkpoint's flow wins over the preset's (``flow_policy``); explicit --flow-* are kept, with a note."""
+    choice = resolve_flow(disc_flow, cfg.flow, args.flow_backend, args.flow_size, args.flow_iters)
+    cfg.flow = choice.settings
+    notes.extend(choice.notes)
 
 
 def _add_generate_args(p: argparse.ArgumentParser) -> None:
@@ -135,11 +141,11 @@ def run_generate(args, wrap_guide=None) -> dict:
     if not args.no_guidance:
         if args.disc:
             disc = load_discriminator(args.disc, args.device)
-            if args.flow_backend is None:  # the checkpoint knows which flow it was trained on
-                cfg.flow = disc.flow
-                cfg.flow.size = args.flow_size or cfg.flow.size
-                cfg.flow.iters = args.flow_iters or cfg.flow.iters
-                record["config"] = cfg.to_dict()
+            try:
+                _disc_flow(cfg, args, disc.flow, notes)
+            except FlowMismatch as exc:
+                raise SystemExit(f"{args.disc}: {exc}") from exc
+            record["config"] = cfg.to_dict()
         elif args.random_disc:
             torch.manual_seed(cfg.seed)
             disc = build_discriminator("cnn").to(args.device)

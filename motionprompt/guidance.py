@@ -157,7 +157,7 @@ class MotionGuide:
 
     def _fail(self, step: int, exc: BaseException) -> None:
         if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
-            reason = f"out of memory at step {step}; try the low_vram preset or a smaller flow size"
+            reason = f"out of memory at step {step}; try fewer frame pairs or inner iterations (CLI: the low_vram preset)"
         else:
             reason = f"{type(exc).__name__} at step {step}: {exc}"
         self.disabled = reason

@@ -119,7 +119,34 @@ def find_clips(paths, exclude=()) -> tuple[list[Clip], list[Skipped]]:
                     clips.append(_video_clip(path, root))
         if len(clips) + len(skipped) == before:
             skipped.append(Skipped(root, "no videos or folders of frame images in this folder"))
-    return clips, skipped
+    return one_per_video(clips, skipped)
+
+
+def clip_identity(clip: Clip) -> str:
+    """One video saved in several forms shares a path stem: AnimateDiff writes ``00001-42.gif`` (and/or
+    .mp4/.webm/.webp) beside the frame folder ``00001-42/`` (animatediff_output.py ``_save``)."""
+    return clip.path if clip.kind == "frames" else os.path.splitext(clip.path)[0]
+
+
+def one_per_video(clips: list[Clip], skipped: list[Skipped]) -> tuple[list[Clip], list[Skipped]]:
+    """Keep one clip per video so it is counted once and cannot sit in training and validation at the same
+    time; the lossless frame folder wins over encoded files, then the first format found."""
+    kept: dict[str, Clip] = {}
+    dropped: list[Clip] = []
+    for clip in clips:
+        key = clip_identity(clip)
+        other = kept.get(key)
+        if other is None:
+            kept[key] = clip
+        elif clip.kind == "frames" and other.kind != "frames":
+            kept[key] = clip
+            dropped.append(other)
+        else:
+            dropped.append(clip)
+    by_key = {clip_identity(c): c for c in kept.values()}
+    skipped = skipped + [Skipped(c.path, f"same video as {by_key[clip_identity(c)].path} (another format); used once")
+                         for c in dropped]
+    return [c for c in clips if kept.get(clip_identity(c)) is c], skipped
 
 
 def count_frames(clip: Clip) -> int:

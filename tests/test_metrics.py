@@ -127,7 +127,7 @@ def test_disc_score_and_cli(tmp_path, disc_file, capsys):
     (folder / "notes.txt").write_text("not a video")
 
     direct = video_metrics(moving, disc=disc_file)
-    assert 0.0 < direct["disc_score"] < 1.0
+    assert direct["disc_score"] == pytest.approx(_adjacent_score(moving, disc_file), abs=1e-6)
     assert direct["disc_score"] == video_metrics(moving, disc=disc_file)["disc_score"]  # deterministic
 
     assert main(["metrics", str(folder), "--json", "--disc", str(disc_file)]) == 0
@@ -139,9 +139,27 @@ def test_disc_score_and_cli(tmp_path, disc_file, capsys):
     assert moving_row["warp_error"] < moving_row["frame_diff"]
     assert moving_row["warp_error_unmasked"] < shuffled_row["warp_error_unmasked"]
     assert moving_row["smoothness"] > shuffled_row["smoothness"]
-    assert all(0 < r["disc_score"] < 1 for r in (moving_row, shuffled_row))
+    from motionprompt.video_io import load_gif
+
+    for row, name in ((moving_row, "moving.gif"), (shuffled_row, "shuffled.gif")):  # the CLI scores the file read back
+        assert row["disc_score"] == pytest.approx(_adjacent_score(load_gif(folder / name), disc_file), abs=1e-6)
     assert "at least 2 frames" in still_row["error"]  # reported per file, the other rows still come
 
     assert main(["metrics", str(folder / "moving.gif")]) == 0
     table = capsys.readouterr().out
     assert "moving.gif" in table and "warp err" in table
+
+
+def _adjacent_score(frames, path):
+    """Mean sigmoid(D) over every adjacent pair, on the checkpoint's own flow, computed here from scratch."""
+    import torch
+
+    from motionprompt.checkpoint import load_discriminator
+    from motionprompt.flow import build_flow
+    from motionprompt.losses import normalize_flow
+
+    disc = load_discriminator(path, "cpu")
+    flow = build_flow(disc.flow)
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    with torch.no_grad():
+        return float(torch.sigmoid(disc.model(normalize_flow(flow(x[:-1], x[1:])))).mean())

@@ -47,42 +47,6 @@ def test_guided_animatediff_job_runs_end_to_end(webui):
     assert "<svg" in page and "polyline" in page and "steps_guided" in page and "tv_first" in page
 
 
-@pytest.mark.parametrize("order", [("animatediff", "motionprompt"), ("motionprompt", "animatediff")])
-def test_either_callback_order_injects_the_same_conditioning(tmp_path, order):
-    """Ours before or after AnimateDiff's callback: the UNet sees the same optimized cond."""
-    ui = WebUI(tmp_path, order=order)
-    save_disc(tmp_path / "models")
-    seen = []
-    inner_calls = []
-
-    from modules import script_callbacks
-
-    def spy(params):  # registered last: sees what the CFG denoiser will read back
-        seen.append(params.text_cond.clone())
-        inner_calls.append(params.denoiser.step)
-
-    script_callbacks.on_cfg_denoiser(spy)
-    _p, res = ui.generate(MP, AD)
-    assert not ui.errors, ui.errors
-    test_either_callback_order_injects_the_same_conditioning.results[order] = (seen, res.samples)
-
-
-test_either_callback_order_injects_the_same_conditioning.results = {}
-
-
-def test_callback_orders_agree():
-    results = test_either_callback_order_injects_the_same_conditioning.results
-    if len(results) < 2:
-        pytest.skip("needs both parametrized order runs (run the module, not a single test)")
-    (seen_a, samples_a), (seen_b, samples_b) = results.values()
-    assert len(seen_a) == len(seen_b) == 8
-    for a, b in zip(seen_a, seen_b, strict=True):
-        assert torch.allclose(a, b, atol=1e-5)
-    assert not torch.allclose(seen_a[1], seen_a[3])  # step 3 carries optimized tokens, step 1 the prompt
-    assert torch.allclose(seen_a[1], seen_a[7], atol=1e-6)  # original prompt restored after the window
-    assert torch.allclose(samples_a, samples_b, atol=1e-5)
-
-
 def test_api_dict_and_ui_positional_args_give_the_same_run(webui):
     from motionprompt.webui.args import MotionPromptArgs
 
@@ -96,21 +60,31 @@ def test_api_dict_and_ui_positional_args_give_the_same_run(webui):
     assert p_ui.extra_generation_params["MotionPrompt"] == p_api.extra_generation_params["MotionPrompt"]
 
 
-def test_infotext_round_trip_restores_every_field(webui):
-    from modules import script_callbacks
+def _pasted_values(webui, infotext: str) -> list:
+    """What the UI's controls hold after "Read generation parameters" on ``infotext`` (from the UI defaults)."""
+    from modules import infotext_utils
 
+    fields = webui.mp.infotext_fields
+    updates = infotext_utils.paste(fields, {"MotionPrompt": infotext, "Steps": "8"}, infotext)
+    current = dict(zip(webui.runner.inputs[webui.mp.args_from:webui.mp.args_to],
+                       webui.ui_defaults()[webui.mp.args_from:webui.mp.args_to], strict=True))
+    by_comp = {id(comp): update for (comp, _key), update in zip(fields, updates, strict=True)}
+    comps = webui.runner.inputs[webui.mp.args_from:webui.mp.args_to]
+    return [by_comp[id(c)].get("value", current[c]) if id(c) in by_comp else current[c] for c in comps]
+
+
+def test_pasted_infotext_sets_every_control_and_reproduces_the_run(webui):
+    """Paste = the preset's values + the listed ones: no control keeps a stale (paper) value that would then
+    override the pasted preset."""
     from motionprompt.webui.args import MotionPromptArgs
 
-    args = MotionPromptArgs.from_dict({**MP, "lambda_tv": 0.25, "pairs": 2, "flow_backend": "lk_pyramid"})
-    params = {"MotionPrompt": args.to_infotext(), "Steps": "8"}
-    script_callbacks.infotext_pasted_callback("", params)
-    fields = {key: comp for comp, key in webui.mp.infotext_fields if isinstance(key, str)}
-    pasted = {key[len("MotionPrompt "):]: params[key] for key in fields if key in params}
-    assert pasted["lambda_tv"] == "0.25" and pasted["pairs"] == "2" and pasted["discriminator"] == "disc.safetensors"
-    enabled_mapper = next(k for _c, k in webui.mp.infotext_fields if callable(k))
-    assert enabled_mapper(params) is True and enabled_mapper({"Steps": "8"}) is False
-    back = MotionPromptArgs.from_dict({"enabled": True, **pasted})
+    args = MotionPromptArgs.from_dict({"enabled": True, "discriminator": "disc.safetensors", "preset": "fast",
+                                       "lambda_tv": 0.25, "pairs": 2, "flow_backend": "lk_pyramid"})
+    values = _pasted_values(webui, args.to_infotext())
+    back = MotionPromptArgs.from_script_args(values)
     assert back == args
+    cfg = back.engine_config(0, None)[0]
+    assert (cfg.inner_iters, cfg.every_k, cfg.lambda_tv, cfg.pairs) == (1, 2, 0.25, 2)  # fast's K, not paper's 3
 
 
 def test_xyz_axes_override_ui_values_per_cell(webui):
@@ -191,7 +165,10 @@ def _generate_with_class(webui, cls, mp_args):
     from modules import processing
 
     args = webui.ui_defaults()
-    args[webui.mp.args_from] = mp_args
+    if isinstance(mp_args, dict):
+        args[webui.mp.args_from] = mp_args
+    else:
+        args[webui.mp.args_from:webui.mp.args_from + len(mp_args)] = mp_args
     ad_script = next(s for s in webui.runner.alwayson_scripts if s.title() == "AnimateDiff")
     args[ad_script.args_from] = dict(AD)
     p = cls(sd_model=webui.sd_model, scripts=webui.runner, script_args=args, prompt="a fox", steps=8,
@@ -223,47 +200,147 @@ def test_video_longer_than_one_context_window_is_guided_through_every_window(web
     assert p.extra_generation_params["MotionPrompt result"].startswith("4 steps"), p.extra_generation_params
 
 
-@pytest.mark.parametrize(("sampler", "guided"), [("DDIM", 4), ("Heun", 4)])
-def test_timestep_and_second_order_samplers(webui, sampler, guided):
-    """DDIM: eps -> x0 through get_pred_x0; Heun: two calls per step, optimized once per step."""
+@pytest.mark.parametrize(("sampler", "calls"), [("DDIM", [2, 3, 4, 5]), ("Heun", [4, 6, 8, 10])])
+def test_timestep_and_second_order_samplers(webui, monkeypatch, sampler, calls):
+    """DDIM: eps -> x0 through get_pred_x0; Heun: A1111 counts total_steps = 2 * steps
+    (sd_samplers_common.SamplerData.total_steps) and each step is optimized once, at its first UNet call."""
+    from motionprompt.guidance import MotionGuide
+    from motionprompt.webui import run
+
+    seen = []
+    original = MotionGuide._optimize
+
+    def spy(self, step, total, predict):
+        seen.append((step, total, run._RUNS[0]._denoiser.step))
+        return original(self, step, total, predict)
+
+    monkeypatch.setattr(MotionGuide, "_optimize", spy)
     p, _ = webui.generate(MP, AD, sampler_name=sampler)
     assert not webui.errors, webui.errors
-    assert p.extra_generation_params["MotionPrompt result"].startswith(f"{guided} steps x 2 it")
+    assert p.extra_generation_params["MotionPrompt result"].startswith("4 steps x 2 it")
+    assert seen == [(s, 8, c) for s, c in zip([2, 3, 4, 5], calls, strict=True)]
 
 
-def test_get_pred_x0_matches_the_closed_forms(webui):
-    from modules import prompt_parser, script_callbacks
+@pytest.mark.parametrize("sampler", ["Euler", "DDIM"])
+@pytest.mark.parametrize("batched", [True, False])
+def test_predicted_x0_is_the_hosts_own_x0(webui, sampler, batched):
+    """The predictor against what the host itself computes at the same call: cond rows' x0 (k-diffusion:
+    the inner model's output, DDIM: eps -> x0) and the CFG-combined result, with the host's "Batch
+    cond/uncond" on and off (off: AnimateDiff's hooked forward only computes the first half of a batch, so
+    a one-call predictor would see zero uncond rows and return 7·x0)."""
+    from modules import script_callbacks, shared
 
     from motionprompt.webui.host import predictor
 
-    checked = []
+    shared.opts.batch_cond_uncond = batched
+    mine, host = {}, {}
 
-    def check(params):
-        if params.denoiser.step != 2 or checked:
-            return
+    def ours(params):  # registered after AnimateDiff: its hooked forward and text_cond are in place
         den = params.denoiser
-        b = params.text_uncond.shape[0]
-        x0 = predictor(params, 7.0, "cond")(params.text_cond)
-        sd = webui.sd_model
-        cond = {"c_crossattn": [torch.cat([params.text_cond, params.text_uncond])], "c_concat": [params.image_cond]}
-        if hasattr(den, "alphas"):  # DDIM: model output is eps at integer timesteps
-            t = params.sigma[:b].long()
-            eps = sd.apply_model(params.x, params.sigma, cond)[:b]
-            a = sd.alphas_cumprod[t][:, None, None, None]
-            ref = (params.x[:b] - (1 - a).sqrt() * eps) / a.sqrt()
-        else:  # k-diffusion eps model: x0 = x - sigma * eps(x / sqrt(sigma^2 + 1), t(sigma))
-            s = params.sigma[:, None, None, None]
-            t = den.inner_model.sigma_to_t(params.sigma)
-            eps = sd.apply_model(params.x / (s**2 + 1).sqrt(), t, cond)
-            ref = (params.x - s * eps)[:b]
-        checked.append(torch.allclose(x0, ref, atol=1e-4))
-        assert prompt_parser is not None
+        if den.step == 2:
+            with torch.no_grad():
+                mine["cond"] = predictor(params, 7.0, "cond", batch_cond_uncond=batched)(params.text_cond)
+                mine["cfg"] = predictor(params, 7.0, "cfg", batch_cond_uncond=batched)(params.text_cond)
+            mine["x"], mine["sigma"], mine["den"] = params.x, params.sigma, den
 
-    script_callbacks.on_cfg_denoiser(check)
-    for sampler in ("Euler", "DDIM"):
-        checked.clear()
-        webui.generate({"enabled": False}, AD, sampler_name=sampler)
-        assert checked == [True], sampler
+    def denoised(params):
+        if "x" in mine and "x_out" not in host:
+            host["x_out"] = params.x.clone()
+
+    def after(params):
+        if "x_out" in host and "after" not in host:
+            host["after"] = params.x.clone()
+
+    script_callbacks.on_cfg_denoiser(ours)
+    script_callbacks.on_cfg_denoised(denoised)
+    script_callbacks.on_cfg_after_cfg(after)
+    webui.generate({"enabled": False}, AD, sampler_name=sampler)
+    assert not webui.errors, webui.errors
+    den, b = mine["den"], AD["video_length"]
+    x, sigma = mine["x"], mine["sigma"]
+    cond_x0 = den.get_pred_x0(x[:b], host["x_out"][:b], sigma[:b])
+    assert torch.allclose(mine["cond"], cond_x0, atol=1e-5)
+    cfg_x0 = den.get_pred_x0(x[:b], host["after"], sigma[:b])  # x0 is affine in eps: CFG commutes with it
+    assert torch.allclose(mine["cfg"], cfg_x0, atol=1e-4)
+
+
+def test_batch_cond_uncond_off_guides_on_the_real_cfg_x0(webui, monkeypatch):
+    """End to end with "Batch cond/uncond" off and x0_mode=cfg: at the first guided step the x0 the guide
+    optimizes (with the cond it returns) is exactly the host's CFG result for that step."""
+    from modules import script_callbacks, shared
+
+    from motionprompt.guidance import MotionGuide
+
+    shared.opts.batch_cond_uncond = False
+    ours, host = {}, {}
+    original = MotionGuide.conditioning
+
+    def spy(self, step, total, predict):
+        cond = original(self, step, total, predict)
+        if step == 2:
+            with torch.no_grad():
+                ours["x0"] = predict(cond)
+        return cond
+
+    def after(params):
+        if "x0" in ours and "after" not in host:
+            host["after"] = params.x.clone()
+
+    monkeypatch.setattr(MotionGuide, "conditioning", spy)
+    script_callbacks.on_cfg_after_cfg(after)
+    p, _ = webui.generate({**MP, "x0_mode": "cfg"}, AD)
+    assert p.extra_generation_params["MotionPrompt result"].startswith("4 steps x 2 it"), p.extra_generation_params
+    assert torch.allclose(ours["x0"], host["after"], atol=1e-4)  # Euler: denoised = CFG x0
+
+
+def test_short_video_scores_and_reports_only_the_frames_the_user_gets(webui):
+    """video_length 8 < context 16: AnimateDiff samples 16 rows and keeps 8; rows 8-15 are not the video."""
+    import json
+
+    p, res = webui.generate({**MP, "pairs": 4, "gap_max": 6}, {"enable": True, "video_length": 8})
+    assert not webui.errors, webui.errors
+    assert p.batch_size == 16 and len(res.images) == 8  # what AnimateDiff's output keeps
+    report = next(c for c in p.comments if "report" in c).rsplit("report ", 1)[1]
+    data = json.loads(Path(report).with_suffix(".json").read_text(encoding="utf-8"))
+    pairs = [pair for step in data["steps"] for it in step["iterations"] for pair in it["pairs"]]
+    assert len(pairs) == 4 * 2 * 4 and max(max(pair) for pair in pairs) <= 7
+    assert data["metrics"]["frames"] == 8
+
+
+def _window_log(tmp_path, order, ad_args, monkeypatch):
+    """Runs one guided job; returns the samples and (denoiser step, ad_params.step) of every hooked forward."""
+    from .webui_host import WebUI
+
+    ui = WebUI(tmp_path, order=order)
+    from modules import script_callbacks
+
+    save_disc(tmp_path / "models")
+    current, log = [], []
+    windows = ui.ad.uniform
+
+    def record(step, *args):
+        log.append((current[-1], step))
+        return windows(step, *args)
+
+    first = script_callbacks.ScriptCallback("spy", lambda params: current.append(params.denoiser.step), "spy")
+    script_callbacks.callback_map["callbacks_cfg_denoiser"].insert(0, first)
+    with monkeypatch.context() as m:
+        m.setattr(ui.ad, "uniform", record)
+        _p, res = ui.generate(MP, ad_args)
+    assert not ui.errors, ui.errors
+    return res.samples, log
+
+
+def test_callback_order_does_not_change_the_windows_or_the_result(tmp_path, monkeypatch):
+    """12 frames, context 8: two context windows whose layout depends on ad_params.step. Whichever callback
+    runs first, every UNet call of step n (ours included) uses step n's windows, and the videos agree."""
+    ad_args = {"enable": True, "video_length": 12, "batch_size": 8}
+    samples_a, log_a = _window_log(tmp_path / "a", ("animatediff", "motionprompt"), ad_args, monkeypatch)
+    samples_b, log_b = _window_log(tmp_path / "b", ("motionprompt", "animatediff"), ad_args, monkeypatch)
+    for log in (log_a, log_b):
+        assert len(log) > 8  # guided steps add our own forwards to the host's 8
+        assert all(den_step == ad_step for den_step, ad_step in log if den_step > 0), [x for x in log if x[0] != x[1]]
+    assert torch.allclose(samples_a, samples_b, atol=1e-5)
 
 
 @pytest.mark.parametrize(("case", "message"), [
@@ -437,3 +514,165 @@ def test_old_webui_without_denoiser_in_callback_params_is_refused(webui, monkeyp
     monkeypatch.setattr(script_callbacks, "CFGDenoiserParams", OldParams)
     assert "older than 1.8" in run.host_problem(type("P", (), {"sd_model": webui.sd_model})())
     run.on_cfg_denoiser(OldParams(*[None] * 7))  # a callback without denoiser is ignored, not an error
+
+
+def _cell(webui, overrides: dict, mp_args):
+    """One XYZ cell: the axis apply functions wrote ``overrides`` onto p (a subclass stands in for the copy)."""
+    from modules import processing
+
+    class Cell(processing.StableDiffusionProcessingTxt2Img):
+        motionprompt_xyz = dict(overrides)  # noqa: RUF012
+
+    return _generate_with_class(webui, Cell, mp_args)[0]
+
+
+def test_xyz_preset_axis_moves_the_values_that_followed_the_ui_preset(webui):
+    """The UI sends every advanced value; those equal to its preset's follow an XYZ Preset axis, a value the
+    user changed stays an override in every cell. The API dict is read by the same rule."""
+    from motionprompt.webui.args import MotionPromptArgs
+
+    names = MotionPromptArgs.field_names()
+    ui = dict(zip(names, webui.ui_defaults()[webui.mp.args_from:webui.mp.args_to], strict=True))
+    ui.update(enabled=True, discriminator="disc.safetensors")  # preset "paper": K=3, every step, steps 2-4 of 8
+    paper = _cell(webui, {"preset": "paper"}, [ui[n] for n in names])
+    fast = _cell(webui, {"preset": "fast"}, [ui[n] for n in names])
+    mine = _cell(webui, {"preset": "fast"}, [{**ui, "inner_iters": 2}[n] for n in names])
+    assert paper.extra_generation_params["MotionPrompt result"].startswith("3 steps x 3 it")
+    assert fast.extra_generation_params["MotionPrompt result"].startswith("2 steps x 1 it")  # fast: every 2nd, K=1
+    assert mine.extra_generation_params["MotionPrompt result"].startswith("2 steps x 2 it")
+    assert MotionPromptArgs.from_dict({"preset": "fast", "inner_iters": 1}) == MotionPromptArgs.from_dict({"preset": "fast"})
+    assert fast.extra_generation_params["MotionPrompt"] == "discriminator: disc.safetensors, preset: fast"
+
+
+def test_flow_settings_come_from_the_discriminator_and_a_requested_mismatch_is_reported(webui):
+    """D trained on lk_pyramid 32 px / 2 iterations. The fast preset's own flow (128 px, 6) must not apply;
+    an explicit size runs with a note; another backend is refused. CLI and bench follow the same rule."""
+    import argparse
+    import json
+
+    def settings(p):
+        report = next(c for c in p.comments if "report" in c).rsplit("report ", 1)[1]
+        return json.loads(Path(report).with_suffix(".json").read_text(encoding="utf-8"))["settings"]["flow"]
+
+    p, _ = webui.generate({**MP, "preset": "fast"}, AD)
+    assert settings(p) == {"backend": "lk_pyramid", "size": 32, "iters": 2}
+    assert "requested" not in p.extra_generation_params["MotionPrompt result"]
+    p, _ = webui.generate({**MP, "flow_size": 64}, AD)
+    assert settings(p) == {"backend": "lk_pyramid", "size": 64, "iters": 2}
+    assert "flow size 64 requested; discriminator trained at 32" in p.extra_generation_params["MotionPrompt result"]
+    p, _ = webui.generate({**MP, "flow_backend": "raft_small"}, AD)
+    assert "not applied" in p.extra_generation_params["MotionPrompt result"]
+    assert "trained on 'lk_pyramid' flow" in p.extra_generation_params["MotionPrompt result"]
+
+    from motionprompt.bench import BenchSettings, guidance_config
+    from motionprompt.cli import _disc_flow
+    from motionprompt.config import FlowSettings, preset
+
+    d = FlowSettings("lk_pyramid", 32, 2)
+    assert guidance_config("fast", BenchSettings(), d).flow == d
+    cli_args = argparse.Namespace(flow_backend=None, flow_size=None, flow_iters=None)
+    cfg, notes = preset("fast"), []
+    _disc_flow(cfg, cli_args, d, notes)
+    assert cfg.flow == d and notes == []
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"grad_checkpointing": True}, "gradient checkpointing is not available in the WebUI"),
+    ({"preset": "low_vram"}, "its savings do not exist in the WebUI"),
+])
+def test_controls_that_would_do_nothing_are_not_offered_and_refused_by_api(webui, extra, message):
+    labels = [getattr(c, "label", "") for c in webui.runner.inputs[webui.mp.args_from:webui.mp.args_to]]
+    assert not any("checkpointing" in str(label).lower() for label in labels)
+    preset = next(c for c in webui.runner.inputs[webui.mp.args_from:webui.mp.args_to] if c.label == "Preset")
+    assert [c[0] if isinstance(c, tuple) else c for c in preset.choices] == ["paper", "fast"]
+    p, res = webui.generate({**MP, **extra}, AD)
+    text = p.extra_generation_params["MotionPrompt result"]
+    assert text.startswith("not applied") and message in text, text
+    assert len(res.images) == 8 and not webui.errors
+
+
+def test_discriminator_list_default_and_paste(webui, tmp_path):
+    """Only discriminators are listed; the default is the one last used (kept across restarts); pasting an
+    infotext naming a file added after start-up selects it."""
+    import os
+
+    from modules import infotext_utils
+
+    from motionprompt.atomic import save_safetensors
+    from motionprompt.webui import paths
+
+    root = tmp_path / "models" / "MotionPrompt"
+    save_disc(tmp_path / "models", name="a_first.safetensors")
+    save_safetensors({"w": torch.zeros(1)}, {"format": "motionprompt.trainer_state"}, root / "disc.resume.safetensors")
+    save_safetensors({"w": torch.zeros(1)}, {"format": "pt"}, root / "lora.safetensors")
+    os.utime(root / "a_first.safetensors", (1, 1))
+    assert paths.list_discriminators() == ["a_first.safetensors", "disc.safetensors"]
+
+    def default():
+        return webui.ui_defaults()[webui.mp.args_from + 1]
+
+    assert default() == "disc.safetensors"  # never used yet: the newest file
+    webui.generate({**MP, "discriminator": "a_first.safetensors"}, AD)
+    assert default() == "a_first.safetensors"
+    restarted = WebUI(tmp_path / "restart")
+    restarted_models = tmp_path / "restart" / "models"
+    for name in ("a_first.safetensors", "disc.safetensors"):
+        save_disc(restarted_models, name=name)
+    os.utime(restarted_models / "MotionPrompt" / "a_first.safetensors", (1, 1))
+    from modules import shared
+
+    shared.opts.data.update(__import__("json").loads(Path(webui.config).read_text()))  # config.json read at start
+    assert restarted.ui_defaults()[restarted.mp.args_from + 1] == "a_first.safetensors"
+
+    save_disc(restarted_models, name="later.safetensors")  # trained after the UI was built
+    fields = restarted.mp.infotext_fields
+    params = {"MotionPrompt": "discriminator: later.safetensors, preset: paper"}
+    updates = infotext_utils.paste(fields, params, "")
+    disc_update = next(u for (c, _k), u in zip(fields, updates, strict=True) if c.elem_id.endswith("_discriminator"))
+    assert disc_update["value"] == "later.safetensors" and "later.safetensors" in disc_update["choices"]
+
+
+def test_result_line_measures_the_change_on_the_same_pairs(webui):
+    """One inner iteration: first and last iteration are the same number, so the line reports D on the same
+    frame pairs before and after each step instead. The report has a peak-RSS figure on CPU and labelled axes."""
+    import json
+    import resource
+
+    p, _ = webui.generate({**MP, "inner_iters": 1, "lr": 0.5}, AD)
+    text = p.extra_generation_params["MotionPrompt result"]
+    assert "D(real) on the same frame pairs before->after each step" in text, text
+    report = next(c for c in p.comments if "report" in c).rsplit("report ", 1)[1]
+    data = json.loads(Path(report).with_suffix(".json").read_text(encoding="utf-8"))
+    summary = data["summary"]
+    firsts = [s["iterations"][0]["d_score"] for s in data["steps"] if s["iterations"]]
+    assert summary["d_same_pairs_before"] == pytest.approx(sum(firsts) / len(firsts))
+    assert summary["d_same_pairs_after"] != pytest.approx(summary["d_same_pairs_before"], abs=1e-7)
+    assert f"{summary['d_same_pairs_before']:.3f}->{summary['d_same_pairs_after']:.3f}" in text
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    assert 0 < summary["peak_rss_bytes"] <= peak and 0 <= summary["peak_rss_growth_bytes"] <= summary["peak_rss_bytes"]
+    page = Path(report).read_text(encoding="utf-8")
+    assert "x: inner iteration" in page and "y: discriminator loss" in page
+
+
+def test_output_level_tokens_start_from_the_init_word(webui, monkeypatch):
+    from motionprompt.guidance import MotionGuide
+
+    sd = webui.sd_model
+    monkeypatch.setattr(sd, "get_learned_conditioning", lambda prompts: sd.cond_stage_model(prompts) * 1.1)
+    inits = {}
+    original = MotionGuide.__init__
+
+    def spy(self, cfg, *a, **k):
+        original(self, cfg, *a, **k)
+        inits[cfg.init_word] = self.tokens0.clone()
+
+    monkeypatch.setattr(MotionGuide, "__init__", spy)
+    for word in ("authentic", "smooth"):
+        p, _ = webui.generate({**MP, "init_word": word}, AD)
+        assert "output-level tokens" in p.extra_generation_params["MotionPrompt result"]
+    assert not torch.allclose(inits["authentic"], inits["smooth"])
+    clip = sd.cond_stage_model
+    _chunks, count = clip.tokenize_line("a white fox running")
+    with torch.no_grad():
+        expected = clip(["a white fox running smooth"])[0, count + 1]
+    assert torch.allclose(inits["smooth"][0], expected.float(), atol=1e-6)

@@ -59,7 +59,7 @@ def test_tab_builds_trains_and_the_file_appears_in_the_txt2img_dropdown(webui, t
     assert plot is not None and len(plot.axes) == 2  # loss + validation accuracy
     assert len(samples) == 8 and samples[0][1] == "real" and samples[-1][1] != "real" and samples[0][0].shape[-1] == 3
     assert "tab_disc.safetensors" in widgets.list_discriminators()
-    assert "carphone_distorted" not in skipped or ":" in skipped
+    assert skipped == "(none)"  # two good clips, nothing to skip
     assert shared.state.job == ""  # state.end() ran
 
 
@@ -110,3 +110,38 @@ def test_a_second_click_while_training_does_not_start_a_second_run(webui):
     finally:
         train_tab._RUNNING.release()
     assert "already going" in status and not (paths.models_dir() / "second.safetensors").exists()
+
+
+def _animatediff_outputs(root, n):
+    """What sd-webui-animatediff leaves in <outdir>/AnimateDiff/<date>/ for each video with GIF + PNG
+    formats (animatediff_output.py ``_save``): ``00001-<seed>.gif`` and the frame folder ``00001-<seed>/``."""
+    import numpy as np
+    from PIL import Image
+
+    day = root / "2024-05-01"
+    (day).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        frames = [Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)) for _ in range(4)]
+        stem = day / f"{k + 1:05}-{100 + k}"
+        frames[0].save(f"{stem}.gif", save_all=True, append_images=frames[1:], duration=125)
+        stem.mkdir()
+        for i, frame in enumerate(frames):
+            frame.save(stem / f"{i:05}.png")
+
+
+def test_default_generated_folder_counts_each_animatediff_video_once(webui, tmp_path):
+    """The tab's default "Generated videos" is AnimateDiff's output folder, where every video exists twice
+    (GIF + PNG frames). Each must be one clip: counted once, and never in training and validation at once."""
+    from modules import shared
+
+    from motionprompt.train_data import find_clips
+    from motionprompt.webui import train_tab
+
+    shared.opts.data["outdir_txt2img_samples"] = str(tmp_path / "outputs" / "txt2img-images")
+    default = train_tab.default_fake_dir()
+    assert default == str(tmp_path / "outputs" / "txt2img-images" / "AnimateDiff")
+    _animatediff_outputs(tmp_path / "outputs" / "txt2img-images" / "AnimateDiff", 3)
+    clips, skipped = find_clips([default])
+    assert [(c.kind, c.name) for c in clips] == [("frames", f"{k:05}-{99 + k}") for k in (1, 2, 3)]
+    assert len(skipped) == 3 and all(s.path.endswith(".gif") and "same video" in s.reason for s in skipped)

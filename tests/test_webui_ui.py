@@ -44,10 +44,13 @@ def test_accordion_controls_follow_the_args_order_with_unique_ids(ui_env):
     assert len(set(ids)) == len(ids) and all(i.startswith(("txt2img_", "img2img_")) for i in ids)
     values = [c.value for c in txt]
     args = MotionPromptArgs.from_script_args(values)  # the UI's defaults are a valid, disabled run
-    assert args.enabled is False and args.preset == "paper" and args.inner_iters == 3
-    assert args.window_start == 0.16 and args.flow_backend is None and args.seed == -1
-    keys = [k for _c, k in info if isinstance(k, str)]
-    assert len(keys) == len(names) - 1 and all(k.startswith("MotionPrompt ") for k in keys)
+    assert args.enabled is False and args.preset == "paper" and args.flow_backend is None and args.seed == -1
+    assert args.inner_iters is None and args.window_start is None  # equal to the preset's: they follow it
+    cfg = args.engine_config(0, None)[0]
+    assert (cfg.inner_iters, cfg.window_start, cfg.every_k) == (3, 0.16, 1)
+    keys = [k for _c, k in info if isinstance(k, str)]  # enabled and discriminator paste through callables
+    assert len(keys) == len(names) - 2 and all(k.startswith("MotionPrompt ") for k in keys)
+    assert [c for c, _k in info] == txt  # every control is restored by a paste
 
 
 def test_preset_radio_rewrites_the_advanced_controls(ui_env):
@@ -55,9 +58,25 @@ def test_preset_radio_rewrites_the_advanced_controls(ui_env):
 
     fast = ui.preset_values("fast")
     paper = ui.preset_values("paper")
-    assert fast["inner_iters"] == 1 and fast["every_k"] == 2 and fast["flow_size"] == 128
-    assert paper["inner_iters"] == 3 and paper["flow_size"] == 0  # 0 = the discriminator's own resolution
+    assert fast["inner_iters"] == 1 and fast["every_k"] == 2
+    # flow always follows the discriminator (flow_policy): no preset touches it
+    assert fast["flow_size"] == paper["flow_size"] == 0 and fast["flow_backend"] == paper["flow_backend"]
+    assert paper["inner_iters"] == 3
     assert set(fast) == set(ui.CONTROLS)
+
+
+def test_preset_rewrite_fires_on_user_input_only(ui_env):
+    """``.change`` also fires when a pasted infotext sets the radio and would overwrite the pasted values."""
+    blocks, controls, _info = _build("txt2img")
+    preset = next(c for c in controls if c.elem_id == "txt2img_motionprompt_preset")
+    found = []
+    for dep in blocks.config["dependencies"]:
+        targets = dep.get("targets", [])
+        if "trigger" in dep:  # gradio 3.41: targets = [ids], trigger = event name
+            found += [dep["trigger"] for t in targets if t == preset._id]
+        else:  # gradio 4.x: targets = [(id, event)]
+            found += [event for t, event in targets if t == preset._id]
+    assert found == ["input"]
 
 
 def test_discriminator_list_and_refresh(ui_env):
@@ -68,6 +87,7 @@ def test_discriminator_list_and_refresh(ui_env):
     (ui_env / "b.safetensors").write_bytes(b"x")
     (ui_env / "sub" / "a.safetensors").write_bytes(b"x")
     (ui_env / ".b.safetensors.123.tmp").write_bytes(b"x")  # a save in progress is not offered
+    (ui_env / "b.resume.safetensors").write_bytes(b"x")  # the trainer's resume state is not a discriminator
     assert widgets.list_discriminators() == ["b.safetensors", "sub/a.safetensors"]
     _b, controls, _ = _build("txt2img")
     assert controls[1].value == "b.safetensors"

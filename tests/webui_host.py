@@ -32,7 +32,9 @@ class WebUI:
         scripts.scripts_data.clear()
         errors.reported.clear()
         shared.state.__init__()
+        shared.opts.data.clear()
         shared.opts.data.update(shared.DEFAULTS)
+        shared.config_filename = self.config = str(tmp_path / "config.json")
         processing.StableDiffusionProcessing.cached_c = [None, None]
         processing.StableDiffusionProcessing.cached_uc = [None, None]
         paths.models_path = str(tmp_path / "models")

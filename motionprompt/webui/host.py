@@ -36,22 +36,47 @@ class WebUIHost:
         return bool(self.state is not None and (self.state.interrupted or self.state.skipped))
 
 
-def predictor(params, cfg_scale: float, x0_mode: str) -> PredictX0:
-    """cond rows [B, T, D] -> x0 of every frame [B, C, h, w] for the latents of this callback."""
+def predictor(params, cfg_scale: float, x0_mode: str, frames: int | None = None,
+              batch_cond_uncond: bool = True) -> PredictX0:
+    """cond rows [B, T, D] -> x0 of the first ``frames`` frames [F, C, h, w] for the latents of this callback.
+
+    ``frames``: the video the user gets. AnimateDiff samples ``p.batch_size = max(video_length, context)``
+    rows and keeps only the first ``video_length`` (animatediff_output.py ``output``); with a short video
+    the rows behind the cut are not even computed as a video (its hooked forward indexes
+    ``context + [c + video_length]``), so they must never be scored.
+
+    ``batch_cond_uncond`` off (Settings > Optimizations): the host calls the UNet once on the cond rows and
+    once on the uncond rows (sd_samplers_cfg_denoiser.py ``forward``), and AnimateDiff's hooked forward then
+    computes only the first half of any batch it gets — a full-batch call would leave the uncond rows zero.
+    We call it the way the host does.
+    """
     den = params.denoiser
     x_in, sigma_in, image_cond = params.x, params.sigma, params.image_cond
     uncond = params.text_uncond
     b = uncond.shape[0]
     if x_in.shape[0] != 2 * b:
         raise RuntimeError(f"unsupported batch layout: {x_in.shape[0]} latent rows for {b} uncond rows (AND prompts?)")
+    keep = b if frames is None else min(int(frames), b)
+
+    def unet(rows: slice, cond_rows: torch.Tensor) -> torch.Tensor:
+        return den.inner_model(x_in[rows], sigma_in[rows],
+                               cond={"c_crossattn": [cond_rows], "c_concat": [image_cond[rows]]})
 
     def predict(cond: torch.Tensor) -> torch.Tensor:
-        cond_in = torch.cat([cond.to(uncond.dtype), uncond])
-        out = den.inner_model(x_in, sigma_in, cond={"c_crossattn": [cond_in], "c_concat": [image_cond]})
-        x0_c = den.get_pred_x0(x_in[:b], out[:b], sigma_in[:b])
+        cond = cond.to(uncond.dtype)
+        if batch_cond_uncond:
+            out = unet(slice(None), torch.cat([cond, uncond]))
+            out_c, out_u = out[:b], out[b:]
+        else:
+            out_c = unet(slice(0, b), cond)
+            out_u = None
+            if x0_mode == "cfg":
+                with torch.no_grad():
+                    out_u = unet(slice(b, 2 * b), uncond)
+        x0_c = den.get_pred_x0(x_in[:b], out_c, sigma_in[:b])
         if x0_mode == "cfg":
-            x0_u = den.get_pred_x0(x_in[b:], out[b:].detach(), sigma_in[b:])
+            x0_u = den.get_pred_x0(x_in[b:], out_u.detach(), sigma_in[b:])
             x0_c = x0_u + cfg_scale * (x0_c - x0_u)
-        return x0_c
+        return x0_c[:keep]
 
     return predict

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from . import run as runs
-from .args import INFOTEXT_KEY, MotionPromptArgs
+from .args import INFOTEXT_KEY, WEBUI_PRESETS, MotionPromptArgs
 from .script import XYZ_ATTR
 
 log = logging.getLogger("motionprompt")
@@ -56,11 +56,12 @@ def on_ui_settings() -> None:
 
 
 def on_infotext_pasted(infotext: str, params: dict) -> None:
-    """``MotionPrompt: "a: 1, b: 2"`` -> ``MotionPrompt a``, ``MotionPrompt b`` (what the fields listen to)."""
+    """``MotionPrompt: "preset: fast, lr: 0.02"`` -> one ``MotionPrompt <field>`` per control: the preset's
+    values plus the listed ones, so no control keeps a stale value that would then count as an override."""
     value = params.get(INFOTEXT_KEY)
     if not isinstance(value, str):
         return
-    for key, field_value in MotionPromptArgs.parse_infotext(value).items():
+    for key, field_value in MotionPromptArgs.paste_values(value).items():
         params[f"{INFOTEXT_KEY} {key}"] = field_value
 
 
@@ -104,9 +105,7 @@ def add_xyz_axes() -> None:
             if kind == "bool":
                 xyz.axis_options.append(xyz.AxisOption(full, str, _apply(field), choices=xyz.boolean_choice(reverse=True)))
             elif field == "preset":
-                from ..config import PRESETS
-
-                xyz.axis_options.append(xyz.AxisOption(full, str, _apply(field), choices=lambda: list(PRESETS)))
+                xyz.axis_options.append(xyz.AxisOption(full, str, _apply(field), choices=lambda: list(WEBUI_PRESETS)))
             elif field == "discriminator":
                 from .widgets import list_discriminators
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 DISC_SUFFIX = ".safetensors"
+RESUME_SUFFIX = ".resume.safetensors"  # the trainer's resumable state beside each discriminator
 
 
 def models_dir() -> Path:
@@ -24,11 +25,28 @@ def flow_weights_dirs() -> list[Path]:
 
 
 def list_discriminators() -> list[str]:
+    """Discriminators only: not the trainer's ``*.resume.safetensors`` state, nor other safetensors files
+    (LoRAs, motion modules) that carry another format tag. Unreadable files stay listed, so picking one
+    gives the reason instead of the file silently missing."""
     root = models_dir()
     if not root.is_dir():
         return []
-    found = [p.relative_to(root).as_posix() for p in root.rglob(f"*{DISC_SUFFIX}") if ".tmp" not in p.name]
+    found = [p.relative_to(root).as_posix() for p in root.rglob(f"*{DISC_SUFFIX}")
+             if ".tmp" not in p.name and not p.name.endswith(RESUME_SUFFIX) and not _other_format(p)]
     return sorted(found, key=str.lower)
+
+
+def _other_format(path: Path) -> bool:
+    from ..checkpoint import FORMAT
+
+    try:
+        from safetensors import safe_open
+
+        with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
+            tag = (f.metadata() or {}).get("format")
+    except Exception:
+        return False
+    return tag != FORMAT
 
 
 def resolve_discriminator(name: str) -> Path:

@@ -64,9 +64,12 @@ def _svg_curve(records: list[dict], width: int = 420, height: int = 140) -> str:
             lines.append("<polyline fill='none' stroke='currentColor' points='"
                          + " ".join(xy(k + i, it["disc"]) for i, it in enumerate(its)) + "'/>")
             k += len(its)
-    return (f"<svg width='{width}' height='{height}' role='img' aria-label='discriminator loss per iteration'>"
+    return (f"<svg width='{width}' height='{height + 14}' role='img' aria-label='discriminator loss per iteration'>"
             f"{''.join(lines)}<text x='{pad}' y='{pad}' font-size='10'>{hi:.4f}</text>"
-            f"<text x='{pad}' y='{height - 2}' font-size='10'>{lo:.4f}</text></svg>")
+            f"<text x='{pad}' y='{height - 2}' font-size='10'>{lo:.4f}</text>"
+            f"<text x='{width - pad}' y='{pad}' font-size='10' text-anchor='end'>y: discriminator loss term</text>"
+            f"<text x='{width / 2:.0f}' y='{height + 11}' font-size='10' text-anchor='middle'>x: inner iteration, "
+            f"guided steps in order (one line per step)</text></svg>")
 
 
 def write_report(folder: str | Path, name: str, summary: dict, records: list[dict], metrics: dict | None,

@@ -18,6 +18,7 @@ import torch
 from ..checkpoint import CheckpointError, Discriminator, load_discriminator
 from ..flow import FlowWeightsMissing, build_flow
 from ..guidance import MotionGuide
+from ..same_pairs import SamePairsProbe
 from . import animatediff, paths
 from .args import RESULT_KEY, MotionPromptArgs
 from .host import WebUIHost, predictor
@@ -100,15 +101,29 @@ def start(p, args: MotionPromptArgs) -> GuidedRun | None:
             raise GuidanceUnavailable(problem)
         disc = load_disc(args, devices.device)
         seeds = getattr(p, "all_seeds", None) or [0]  # p.seed may still be -1; all_seeds are resolved
-        cfg = args.engine_config(int(seeds[0]), disc.flow)
+        cfg, flow_notes = args.engine_config(int(seeds[0]), disc.flow)
         disc.check_flow(cfg.flow)
         flow = build_run_flow(cfg, devices.device)
     except (GuidanceUnavailable, CheckpointError, ValueError) as exc:
         report(p, f"not applied: {exc}")
         return None
+    from .widgets import remember_discriminator
+
+    remember_discriminator(args.discriminator)
     run = GuidedRun(p, args, cfg, disc, flow)
+    run.flow_notes = flow_notes
+    for note in flow_notes:
+        log.warning("MotionPrompt: %s", note)
     _RUNS.append(run)
     return run
+
+
+def video_frames(images, ad) -> object:
+    """The frames of this batch the user gets: AnimateDiff keeps the first ``video_length`` of the
+    ``max(video_length, context)`` it samples (animatediff_output.py ``output``)."""
+    if images is None or ad is None or not ad.video_length:
+        return images
+    return images[: ad.video_length]
 
 
 def _mean(values: list) -> float | None:
@@ -133,12 +148,12 @@ def measure_unguided(p, args: MotionPromptArgs | None, images) -> None:
         if args is not None and args.discriminator:
             try:
                 disc = load_disc(args, devices.device)
-                flow = build_run_flow(args.engine_config(0, disc.flow), devices.device)
+                flow = build_run_flow(args.engine_config(0, disc.flow)[0], devices.device)
             except (GuidanceUnavailable, CheckpointError, ValueError) as exc:
                 log.info("MotionPrompt: unguided clip measured without D score (%s)", exc)
                 disc = flow = None
         fps = float(getattr(ad.params, "fps", 8) or 8)
-        metrics = clip_metrics(frames_from_images(images), disc, flow, fps, devices.device)
+        metrics = clip_metrics(frames_from_images(video_frames(images, ad)), disc, flow, fps, devices.device)
         p.extra_generation_params[METRICS_KEY] = metrics_text(metrics) + "; unguided"
         log.info("MotionPrompt (off): %s", metrics_text(metrics))
     except Exception as exc:  # a measurement must never cost the user the video
@@ -175,8 +190,11 @@ class GuidedRun:
     def __init__(self, p, args: MotionPromptArgs, cfg, disc: Discriminator, flow):
         self.p, self.args, self.cfg, self.disc, self.flow = p, args, cfg, disc, flow
         self.guides: list[MotionGuide] = []
+        self.probes: list[SamePairsProbe] = []
         self.problem: str | None = None
         self.notes: list[str] = []
+        self.flow_notes: list[str] = []
+        self._rss_start: int | None = None
         self._denoiser = None
         self._virtual = -1
         self._cond: torch.Tensor | None = None
@@ -189,7 +207,8 @@ class GuidedRun:
     def begin_batch(self, seeds=None) -> None:
         if self.args.seed < 0 and seeds:  # pair seed follows each video's own seed
             self.cfg.seed = int(seeds[0])
-        self.guides, self.problem, self.notes = [], None, []
+        self.guides, self.probes, self.problem, self.notes = [], [], None, list(self.flow_notes)
+        self._rss_start = None
         self._denoiser, self._virtual, self._cond, self._t_start, self._mem_plain = None, -1, None, None, None
 
     def end_batch(self, images=None) -> str:
@@ -212,7 +231,8 @@ class GuidedRun:
         try:
             ad = animatediff.state()
             fps = float(getattr(ad.params, "fps", 8) or 8) if ad else None
-            metrics = clip_metrics(frames_from_images(images), self.disc, self.flow, fps, devices.device)
+            metrics = clip_metrics(frames_from_images(video_frames(images, ad)), self.disc, self.flow, fps,
+                                   devices.device)
             self.p.extra_generation_params[METRICS_KEY] = metrics_text(metrics)
             records = [r.to_dict() for g in self.guides for r in g.records]
             seed = (self.p.seeds or [0])[0] if getattr(self.p, "seeds", None) else 0
@@ -249,7 +269,19 @@ class GuidedRun:
                 guide = self.guides[-1]
                 if self._mem_plain is None and torch.cuda.is_available():
                     self._mem_plain = torch.cuda.max_memory_allocated()
-                self._cond = guide.conditioning(virtual, steps, predictor(params, self.p.cfg_scale, self.cfg.x0_mode))
+                if self._rss_start is None:
+                    self._rss_start = peak_rss()
+                ad = animatediff.state()
+                if ad is not None:
+                    # AnimateDiff picks this step's context windows from ad_params.step, which its own
+                    # callback sets only at its end: set it first, so our UNet calls use this step's windows
+                    # whichever callback runs first (it sets the same value afterwards)
+                    ad.params.step = den.step
+                from modules import shared
+
+                predict = predictor(params, self.p.cfg_scale, self.cfg.x0_mode, ad.video_length if ad else None,
+                                    bool(shared.opts.batch_cond_uncond))
+                self._cond = guide.conditioning(virtual, steps, predict)
                 self._check_guide(guide, virtual)
             if self.problem:
                 self._restore(params)
@@ -290,7 +322,14 @@ class GuidedRun:
         if note and note not in self.notes:
             self.notes.append(note)
         host = WebUIHost(self.p.sd_model, encoder, shared.state)
-        self.guides.append(MotionGuide(self.cfg, host, self.flow, self.disc, device=devices.device))
+        guide = MotionGuide(self.cfg, host, self.flow, self.disc, device=devices.device)
+        init_note = getattr(encoder, "note", None)
+        if init_note and init_note not in self.notes:
+            self.notes.append(init_note)
+        probe = SamePairsProbe(guide)
+        guide.observers.append(probe)
+        self.guides.append(guide)
+        self.probes.append(probe)
 
     def _check_guide(self, guide: MotionGuide, step: int) -> None:
         if guide.disabled:
@@ -356,12 +395,21 @@ class GuidedRun:
             "guidance_seconds": seconds,
             "sampling_seconds": total,
             "time_ratio": total / (total - seconds) if total and total > seconds else None,
+            "d_same_pairs_before": None,
+            "d_same_pairs_after": None,
             "token_level": "output" if any("output-level" in n for n in self.notes) else "input",
             "problem": self.problem,
             "notes": list(self.notes),
         }
+        changes = [c for c in (probe.change() for probe in self.probes) if c is not None]
+        if changes:
+            out["d_same_pairs_before"] = sum(c[0] for c in changes) / len(changes)
+            out["d_same_pairs_after"] = sum(c[1] for c in changes) / len(changes)
         if torch.cuda.is_available() and self._mem_plain:
             out["memory_ratio"] = torch.cuda.max_memory_allocated() / self._mem_plain
+        rss = peak_rss()
+        out["peak_rss_bytes"] = rss
+        out["peak_rss_growth_bytes"] = rss - self._rss_start if rss is not None and self._rss_start is not None else None
         return out
 
     def result_text(self) -> str:
@@ -371,15 +419,31 @@ class GuidedRun:
         parts = [f"{s['steps_guided']} steps x {self.cfg.inner_iters} it"]
         if s["passes"] > 1:
             parts.append(f"{s['passes']} passes")
-        if s["d_score_first"] is not None:
-            parts.append(f"D {s['d_score_first']:.3f}->{s['d_score_last']:.3f}")
+        if s["d_same_pairs_before"] is not None:
+            before, after = s["d_same_pairs_before"], s["d_same_pairs_after"]
+            parts.append(f"D(real) on the same frame pairs before->after each step {before:.3f}->{after:.3f} "
+                         f"({after - before:+.4f})")
         extra = f"+{s['guidance_seconds']:.1f} s"
         if s["time_ratio"]:
             extra += f" (x{s['time_ratio']:.2f} time)"
         if s.get("memory_ratio"):
             extra += f" (x{s['memory_ratio']:.2f} peak memory)"
+        elif s.get("peak_rss_growth_bytes") is not None:
+            extra += f" (peak RSS +{s['peak_rss_growth_bytes'] / 2**20:.0f} MiB)"
         parts.append(extra)
         parts.append(f"{s['token_level']}-level tokens")
+        parts.extend(self.flow_notes)
         if self.problem:
             parts.append(f"stopped: {self.problem}")
         return "; ".join(parts)
+
+
+def peak_rss() -> int | None:
+    """The process's peak resident memory in bytes (what a CPU run costs; None where unavailable)."""
+    try:
+        import resource
+        import sys
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)

@@ -7,7 +7,7 @@ import logging
 from modules import scripts
 
 from . import run as runs
-from .args import MotionPromptArgs
+from .args import INFOTEXT_KEY, MotionPromptArgs
 
 log = logging.getLogger("motionprompt")
 
@@ -35,9 +35,9 @@ class MotionPromptScript(scripts.Script):
 
         tab = "img2img" if is_img2img else "txt2img"
         controls, infotext = ui.build(tab, widgets.list_discriminators, widgets.refresh_button, widgets.accordion,
-                                      widgets.status_line())
+                                      widgets.status_line(), widgets.default_discriminator)
         self.infotext_fields = infotext
-        self.paste_field_names = [key for _, key in infotext if isinstance(key, str)]
+        self.paste_field_names = [f"{INFOTEXT_KEY} {n}" for n in MotionPromptArgs.field_names() if n != "enabled"]
         return controls
 
     # ------------------------------------------------------------------ per generation

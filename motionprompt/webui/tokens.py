@@ -110,15 +110,34 @@ class OutputLevelEncoder:
     level = "output"
 
     def __init__(self, clip, prompts: list[str], n_tokens: int, host_rows: torch.Tensor, post: Callable | None = None):
+        self.clip = clip
         self.n_tokens = n_tokens
         self.post = post
+        self.prompt = prompts[0]
         unique, index, lines = tokenize_rows(clip, prompts, n_tokens)
         self.base = host_rows.detach()
         self.starts = [lines[unique[i]].count + 1 for i in index]  # +1: BOS
+        self.note: str | None = None
 
     def embed_init(self, word: str, n_tokens: int) -> torch.Tensor:
+        """The init word in conditioning space: the text encoder's output at the word's positions when it
+        follows the prompt (where our tokens sit). Without a usable encoder, the host's own vectors at those
+        positions, with a note saying the init word was not used."""
         s = self.starts[0]
-        return self.base[0, s : s + n_tokens].detach().float().clone()
+        try:
+            _chunks, count = self.clip.tokenize_line(word)
+            if count < 1:
+                raise ValueError(f"init word {word!r} has no tokens")
+            with torch.no_grad():
+                z = self.clip([f"{self.prompt} {word}"])
+            vec = z[0, s : s + min(count, self.clip.chunk_length - s + 1)].detach().float()
+            if vec.shape[0] == 0:
+                raise ValueError("no room after the prompt")
+        except (AttributeError, TypeError, ValueError, RuntimeError) as exc:
+            self.note = f"init word {word!r} unused at output level ({type(exc).__name__}: {exc})"
+            return self.base[0, s : s + n_tokens].detach().float().clone()
+        reps = -(-n_tokens // vec.shape[0])
+        return vec.repeat(reps, 1)[:n_tokens].clone()
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         rows = []

@@ -7,8 +7,8 @@ of ``Script.process(p, *args)`` and of the API's ``args`` list.
 
 from __future__ import annotations
 
-from ..config import COND_AFTER, DISC_LOSS_FORMS, OPTIMIZERS, PRESETS, X0_MODES
-from .args import FLOW_AUTO, INFOTEXT_KEY, TOKEN_LEVELS, MotionPromptArgs
+from ..config import COND_AFTER, DISC_LOSS_FORMS, OPTIMIZERS, X0_MODES
+from .args import FLOW_AUTO, INFOTEXT_KEY, TOKEN_LEVELS, WEBUI_PRESETS, MotionPromptArgs
 
 FLOW_CHOICES = [FLOW_AUTO, "raft_small", "raft_large", "lk_pyramid"]
 
@@ -31,10 +31,11 @@ CONTROLS: dict[str, tuple] = {
     "disc_loss": ("Discriminator loss", "dropdown", list(DISC_LOSS_FORMS), "log(1-D) as in the paper, or -log D"),
     "x0_mode": ("x0 for the loss", "dropdown", list(X0_MODES), "conditional branch (paper) or the CFG-combined prediction"),
     "cond_after": ("After the window", "dropdown", list(COND_AFTER), "restore the original prompt (paper) or keep the optimized tokens"),
-    "flow_backend": ("Flow", "dropdown", FLOW_CHOICES, "RAFT needs its .pth in models/MotionPrompt/flow; lk_pyramid needs no weights"),
-    "flow_size": ("Flow resolution (0 = auto)", "slider", (0, 512, 8), "short side of the frames given to the flow network"),
-    "flow_iters": ("Flow iterations (0 = auto)", "slider", (0, 32, 1), "RAFT refinement iterations / LK warps per level"),
-    "grad_checkpointing": ("Gradient checkpointing", "checkbox", None, "recompute UNet activations in backward: less VRAM, more time"),
+    "flow_backend": ("Flow", "dropdown", FLOW_CHOICES, "always the discriminator's own backend; another one is refused"),
+    "flow_size": ("Flow resolution (0 = discriminator's)", "slider", (0, 512, 8),
+                  "another size than the discriminator was trained at runs, with a note in the result"),
+    "flow_iters": ("Flow iterations (0 = discriminator's)", "slider", (0, 32, 1),
+                   "RAFT refinement iterations / LK warps per level; a mismatch is noted in the result"),
     "seed": ("Pair seed (-1 = image seed)", "number", None, "seed of the random frame pairs"),
     "token_level": ("Token level", "dropdown", list(TOKEN_LEVELS), "input = through CLIP like textual inversion; output = fallback"),
 }
@@ -43,13 +44,14 @@ assert set(CONTROLS) | {"enabled", "discriminator", "preset"} == set(MotionPromp
 
 def preset_values(name: str) -> dict:
     """Every advanced control's value under a preset (what the Preset radio writes into them)."""
-    values = MotionPromptArgs.preset_values(name)
-    values.update(flow_backend=FLOW_AUTO, flow_size=values["flow_size"] or 0, flow_iters=values["flow_iters"] or 0,
-                  seed=-1, token_level="auto")
-    return values
+    return MotionPromptArgs.ui_values(name)
 
 
-def build(tab: str, list_discriminators, refresh_button, accordion, status: str | None):
+def _first(choices: list[str]) -> str | None:
+    return choices[0] if choices else None
+
+
+def build(tab: str, list_discriminators, refresh_button, accordion, status: str | None, default_discriminator=_first):
     """Build the accordion; returns (components in field order, infotext fields)."""
     import gradio as gr
 
@@ -62,23 +64,36 @@ def build(tab: str, list_discriminators, refresh_button, accordion, status: str 
         with gr.Row():
             choices = list_discriminators()
             comps["discriminator"] = gr.Dropdown(
-                choices=choices, value=choices[0] if choices else None, label="Discriminator",
+                choices=choices, value=default_discriminator(choices), label="Discriminator",
                 elem_id=f"{tab}_motionprompt_discriminator",
                 info="flow discriminator (.safetensors) from models/MotionPrompt; train one in the MotionPrompt tab",
             )
             refresh_button(comps["discriminator"], tab)
-            comps["preset"] = gr.Radio(choices=list(PRESETS), value="paper", label="Preset",
+            comps["preset"] = gr.Radio(choices=list(WEBUI_PRESETS), value="paper", label="Preset",
                                        elem_id=f"{tab}_motionprompt_preset",
-                                       info="paper: K=3 on steps 4-14 of 25; fast: K=1 every 2nd step; low_vram")
+                                       info="paper: K=3 on steps 4-14 of 25; fast: K=1 every 2nd step. "
+                                            "Advanced values equal to the preset's follow it (also on an XYZ axis)")
         with gr.Accordion("Advanced", open=False, elem_id=f"{tab}_motionprompt_advanced"):
             for name, (label, kind, extra, hint) in CONTROLS.items():
                 comps[name] = _control(gr, f"{tab}_motionprompt_{name}", label, kind, extra, hint, defaults[name])
     advanced = list(CONTROLS)
-    comps["preset"].change(fn=lambda name: [gr.update(value=v) for v in _ordered(preset_values(name), advanced)],
-                           inputs=[comps["preset"]], outputs=[comps[n] for n in advanced])
+    # .input, not .change: only a user's click rewrites the advanced values; a pasted infotext sets the radio
+    # and the values together, and .change would overwrite the pasted values with the preset's
+    comps["preset"].input(fn=lambda name: [gr.update(value=v) for v in _ordered(preset_values(name), advanced)],
+                          inputs=[comps["preset"]], outputs=[comps[n] for n in advanced])
     ordered = [comps[name] for name in MotionPromptArgs.field_names()]
-    infotext = [(enabled, lambda d: INFOTEXT_KEY in d)]
-    infotext += [(comps[n], f"{INFOTEXT_KEY} {n}") for n in MotionPromptArgs.field_names() if n != "enabled"]
+    disc_key = f"{INFOTEXT_KEY} discriminator"
+
+    def paste_discriminator(params: dict):
+        """A discriminator added after start-up is not among the dropdown's choices yet: refresh them with it."""
+        name = params.get(disc_key)
+        if not name:
+            return None
+        return gr.update(value=name, choices=sorted({*list_discriminators(), name}, key=str.lower))
+
+    infotext = [(enabled, lambda d: INFOTEXT_KEY in d), (comps["discriminator"], paste_discriminator)]
+    infotext += [(comps[n], f"{INFOTEXT_KEY} {n}") for n in MotionPromptArgs.field_names()
+                 if n not in ("enabled", "discriminator")]
     for c in ordered:
         c.do_not_save_to_config = c is not comps["discriminator"] and c is not enabled
     return ordered, infotext

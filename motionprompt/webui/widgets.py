@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 
 from . import animatediff, paths
@@ -45,6 +46,43 @@ def refresh_button(dropdown, tab: str):
 def list_discriminators() -> list[str]:
     paths.ensure_models_dir()
     return paths.list_discriminators()
+
+
+LAST_USED_KEY = "motionprompt_discriminator"  # in shared.opts (config.json), not a visible setting
+
+
+def default_discriminator(choices: list[str]) -> str | None:
+    """The discriminator of the last guided generation, else the newest file (most likely just trained)."""
+    from modules import shared
+
+    last = shared.opts.data.get(LAST_USED_KEY)
+    if last in choices:
+        return last
+    if not choices:
+        return None
+    root = paths.models_dir()
+    return max(choices, key=lambda name: _mtime(root / name))
+
+
+def remember_discriminator(name: str) -> None:
+    """Called when a generation starts with ``name``; saved like any setting so a restart keeps it."""
+    from modules import shared
+
+    if not name or shared.opts.data.get(LAST_USED_KEY) == name:
+        return
+    shared.opts.data[LAST_USED_KEY] = name
+    save = getattr(shared.opts, "save", None)
+    filename = getattr(shared, "config_filename", None)
+    if callable(save) and filename:
+        with contextlib.suppress(OSError):  # read-only install: remembered until restart
+            save(filename)
+
+
+def _mtime(path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def status_line() -> str | None:

@@ -8,6 +8,7 @@ import sys
 import types
 from types import MethodType
 
+import numpy as np
 import torch
 from modules import scripts, shared
 from torch import nn
@@ -133,13 +134,48 @@ class AnimateDiffPromptSchedule:
         return (((1.0 - t) * omega).sin() * v0 + (t * omega).sin() * v1) / omega.sin()
 
 
+def ordered_halving(val):
+    """animatediff_infv2v.py ``AnimateDiffInfV2V.ordered_halving``: the 64-bit bit-reversal of ``val`` as a
+    fraction of 2**64 (0, 1/2, 1/4, 3/4, ... for steps 0, 1, 2, 3, ...)."""
+    return int(f"{val:064b}"[::-1], 2) / (1 << 64)
+
+
 def uniform(step, video_length, batch_size, stride, overlap, closed_loop):
-    """Context windows (simplified ordered-halving schedule: sliding windows, wrapping at the end)."""
+    """animatediff_infv2v.py ``AnimateDiffInfV2V.uniform``: context windows over the frames. The windows
+    are shifted by a step-dependent pad (``ordered_halving(step)``), so the layout differs from step to step:
+    a UNet call made with another step's ``ad_params.step`` uses other windows than the host's."""
     if video_length <= batch_size:
         yield list(range(batch_size))
         return
-    for j in range(0, video_length - overlap, batch_size - overlap):
-        yield [e % video_length for e in range(j, j + batch_size)]
+    wrap_all = closed_loop == "A"
+    stride = min(stride, int(np.ceil(np.log2(video_length / batch_size))) + 1)
+    shift = ordered_halving(step)
+    for context_step in 1 << np.arange(stride):
+        pad = round(video_length * shift)
+        span = batch_size * context_step
+        starts = range(int(shift * context_step) + pad, video_length + pad + (0 if wrap_all else -overlap),
+                       span - overlap)
+        both_wrapped = False
+        for j in starts:
+            window = [e % video_length for e in range(j, j + span, context_step)]
+            if closed_loop != "N" or context_step != 1:
+                yield window
+                continue
+            # 'N' (no closed loop): a window that wraps round the end is replaced by the first/last windows
+            first = [e % video_length for e in range(0, span, context_step)]
+            last = [e % video_length for e in range(video_length - span, video_length, context_step)]
+            wrap_at = next((i for i in range(1, len(window)) if window[i] < window[i - 1]), None)
+            if wrap_at is None:
+                yield window
+            elif both_wrapped:
+                both_wrapped = False
+                yield first
+            elif wrap_at < batch_size - overlap:
+                yield last
+                yield first
+            else:
+                both_wrapped = True
+                yield last
 
 
 def animatediff_on_cfg_denoiser(cfg_params):
@@ -201,8 +237,22 @@ class AnimateDiffScript(scripts.Script):
                 hack_freeinit(p, params)
 
     def postprocess(self, p, res, params):
+        if isinstance(params, dict):
+            params = p.script_args[self.args_from]
         if params.enable:
             mm_animatediff.restore(p.sd_model)
+            output(p, res, params)
+
+
+def output(p, res, params):
+    """animatediff_output.py ``AnimateDiffOutput.output``: of every ``max(video_length, context)`` sampled
+    frames only the first ``video_length`` become the video (upstream then swaps res.images for the saved
+    files; the double keeps the kept frames so tests can look at exactly what the user gets)."""
+    step = params.video_length if params.video_length > params.batch_size else params.batch_size
+    kept = []
+    for i in range(0, len(res.images), step):
+        kept += res.images[i:i + params.video_length]
+    res.images = kept
 
 
 def hack_freeinit(p, params):

@@ -106,7 +106,9 @@ class KDiffusionSampler:
         sigmas = self.get_sigmas(steps)
         x = x * sigmas[0]
         self.model_wrap_cfg.steps = steps
-        self.model_wrap_cfg.total_steps = steps * 2 - 1 if self.second_order else steps
+        # sd_samplers_common.py SamplerData.total_steps: steps * 2 for second-order samplers (the last
+        # step of Heun makes one call only, so the count is never reached; A1111 uses steps * 2 all the same)
+        self.model_wrap_cfg.total_steps = steps * 2 if self.second_order else steps
         shared.state.sampling_steps = steps
         shared.state.sampling_step = 0
         self.sampler_extra_args = {"cond": conditioning, "image_cond": image_conditioning,

@@ -41,6 +41,13 @@ class Options:
         self.data_labels[key] = info
         self.data.setdefault(key, info.default)
 
+    def save(self, filename):
+        """options.Options.save: the whole ``data`` dict (registered or not) as JSON."""
+        import json
+
+        with open(filename, "w", encoding="utf8") as file:
+            json.dump(self.data, file, indent=4, ensure_ascii=False)
+
 
 class State:
     def __init__(self):
@@ -78,3 +85,4 @@ opts = Options(DEFAULTS)
 state = State()
 cmd_opts = Namespace(medvram=False, lowvram=False, no_half=True, motionprompt_models_dir=None, motionprompt_offline=False)
 sd_model = None
+config_filename = None  # cmd_opts.ui_settings_file (config.json); the test host points it into tmp
