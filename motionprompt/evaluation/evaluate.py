@@ -8,9 +8,9 @@ sets are compared to real clips of the same captions with a Fréchet distance on
 are paired per sample (``paired.py``). Rows are saved after every clip, so an interrupted run resumes
 where it stopped; the summary is recomputed from all rows at the end.
 
-Flow policy: guidance always computes flow as the guiding discriminator was trained (backend, size,
-iterations from its checkpoint) — a preset's flow settings are for RAFT on real models and are ignored
-here; an arm may override ``flow.iters`` explicitly.
+Flow policy (``flow_policy.resolve_flow``, as in the WebUI and CLI): guidance computes flow as the guiding
+discriminator was trained (backend, size, iterations from its checkpoint); an arm may ask for other
+``flow.iters`` explicitly.
 """
 
 from __future__ import annotations
@@ -58,16 +58,14 @@ class Arm:
 
     def config(self, disc):
         from ..config import preset
+        from ..flow_policy import resolve_flow
 
         flat = {k: v for k, v in self.overrides.items() if not k.startswith("flow.")}
         cfg = preset(self.preset, **flat)
-        cfg.flow = dataclasses.replace(disc.flow)
-        for k, v in self.overrides.items():
-            if k.startswith("flow."):
-                key = k[5:]
-                if key != "iters":
-                    raise ValueError(f"arm {self.name}: only flow.iters may be overridden (the D fixes backend and size)")
-                cfg.flow.iters = int(v)
+        flow = {k[5:]: v for k, v in self.overrides.items() if k.startswith("flow.")}
+        if set(flow) - {"iters"}:
+            raise ValueError(f"arm {self.name}: only flow.iters may be overridden (the D fixes backend and size)")
+        cfg.flow = resolve_flow(disc.flow, cfg.flow, iters=flow.get("iters")).settings
         return cfg.validate()
 
 
