@@ -18,8 +18,9 @@ from torch import nn
 from .atomic import save_safetensors
 from .config import FlowSettings
 from .discriminator import ARCHITECTURES, build_discriminator
+from .formats import DISC_FORMAT
 
-FORMAT = "motionprompt.discriminator"
+FORMAT = DISC_FORMAT
 FORMAT_VERSION = 1
 FLOW_UNITS = "fraction_of_frame"  # flow_x / W, flow_y / H at the flow resolution (losses.normalize_flow)
 REQUIRED_KEYS = ("format", "format_version", "arch", "arch_config", "flow", "normalization")

@@ -37,16 +37,13 @@ def list_discriminators() -> list[str]:
 
 
 def _other_format(path: Path) -> bool:
-    from ..checkpoint import FORMAT
+    from ..formats import DISC_FORMAT, read_header_metadata
 
     try:
-        from safetensors import safe_open
-
-        with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
-            tag = (f.metadata() or {}).get("format")
-    except Exception:
+        tag = read_header_metadata(path).get("format")
+    except (OSError, ValueError):
         return False
-    return tag != FORMAT
+    return tag != DISC_FORMAT
 
 
 def resolve_discriminator(name: str) -> Path:
