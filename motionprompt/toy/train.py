@@ -305,7 +305,7 @@ class ToyTrainer:
 # --------------------------------------------------------------------------------------- CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = ToyTrainConfig()
-    p.add_argument("--state", default="outputs/toy/toy_state.safetensors",
+    p.add_argument("--state", default="checkpoints/toy_state.safetensors",
                    help="resumable training state (created, or continued when it exists); the EMA model "
                    "toy_model.safetensors and the loss log toy_state.csv are written beside it")
     p.add_argument("--level", default=d.level, choices=sorted(LEVELS), help="which part of the world to train on")
