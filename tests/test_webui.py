@@ -316,7 +316,7 @@ def _window_log(tmp_path, order, ad_args, monkeypatch):
 
     save_disc(tmp_path / "models")
     current, log = [], []
-    windows = ui.ad.uniform
+    windows = ui.ad.AnimateDiffInfV2V.uniform
 
     def record(step, *args):
         log.append((current[-1], step))
@@ -325,7 +325,7 @@ def _window_log(tmp_path, order, ad_args, monkeypatch):
     first = script_callbacks.ScriptCallback("spy", lambda params: current.append(params.denoiser.step), "spy")
     script_callbacks.callback_map["callbacks_cfg_denoiser"].insert(0, first)
     with monkeypatch.context() as m:
-        m.setattr(ui.ad, "uniform", record)
+        m.setattr(ui.ad.AnimateDiffInfV2V, "uniform", staticmethod(record))
         _p, res = ui.generate(MP, ad_args)
     assert not ui.errors, ui.errors
     return res.samples, log

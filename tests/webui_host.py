@@ -40,6 +40,7 @@ class WebUI:
         paths.models_path = str(tmp_path / "models")
         self.outputs = tmp_path / "outputs"
         sys.modules.pop("scripts.animatediff_mm", None)
+        sys.modules.pop("scripts.animatediff_infv2v", None)
         ad.mm_animatediff.ad_params = None
         ad.AnimateDiffMM.mm_injected = False
         self.ad = ad

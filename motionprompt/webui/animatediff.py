@@ -49,6 +49,13 @@ def module():
     return sys.modules.get("scripts.animatediff_mm")
 
 
+def scheduler():
+    """AnimateDiff's own context-window generator (``AnimateDiffInfV2V.uniform``), looked up at call time."""
+    mod = sys.modules.get("scripts.animatediff_infv2v")
+    cls = getattr(mod, "AnimateDiffInfV2V", None) if mod else None
+    return getattr(cls, "uniform", None)
+
+
 def installed() -> bool:
     return module() is not None
 

@@ -1,9 +1,9 @@
 """``GuidanceHost`` over A1111's live objects, and the per-step x0 predictor from a CFG callback.
 
-The UNet call goes through ``params.denoiser.inner_model`` with the full ``[cond rows; uncond rows]``
-batch, exactly as the sampler calls it: that is the layout AnimateDiff's hooked forward (context
-windows, ControlNet hint slicing, V1 GroupNorm halves) requires. ``get_pred_x0`` turns the output
-into x0 for both sampler families (identity for k-diffusion, eps -> x0 for DDIM-like samplers).
+The inner loop runs the UNet on the cond rows only where AnimateDiff's computation allows it
+(``unet_path``), else on the full ``[cond rows; uncond rows]`` batch exactly as the sampler calls it.
+``get_pred_x0`` turns the output into x0 for both sampler families (identity for k-diffusion,
+eps -> x0 for DDIM-like samplers).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 
 from ..host import PredictX0
+from . import animatediff
+from .unet_path import UNetPath, choose, cond_rows_forward
 
 
 class WebUIHost:
@@ -37,13 +39,17 @@ class WebUIHost:
 
 
 def predictor(params, cfg_scale: float, x0_mode: str, frames: int | None = None,
-              batch_cond_uncond: bool = True) -> PredictX0:
+              batch_cond_uncond: bool = True, path: UNetPath | None = None) -> PredictX0:
     """cond rows [B, T, D] -> x0 of the first ``frames`` frames [F, C, h, w] for the latents of this callback.
 
     ``frames``: the video the user gets. AnimateDiff samples ``p.batch_size = max(video_length, context)``
     rows and keeps only the first ``video_length`` (animatediff_output.py ``output``); with a short video
     the rows behind the cut are not even computed as a video (its hooked forward indexes
     ``context + [c + video_length]``), so they must never be scored.
+
+    ``path`` (``unet_path.choose``): cond rows only where the rows are independent, else the full
+    ``[cond; uncond]`` batch. ``x0_mode=cfg`` on the cond-only path computes the uncond prediction once per
+    predictor (one per sampling step), without gradients: nothing the tokens change reaches it.
 
     ``batch_cond_uncond`` off (Settings > Optimizations): the host calls the UNet once on the cond rows and
     once on the uncond rows (sd_samplers_cfg_denoiser.py ``forward``), and AnimateDiff's hooked forward then
@@ -57,25 +63,35 @@ def predictor(params, cfg_scale: float, x0_mode: str, frames: int | None = None,
     if x_in.shape[0] != 2 * b:
         raise RuntimeError(f"unsupported batch layout: {x_in.shape[0]} latent rows for {b} uncond rows (AND prompts?)")
     keep = b if frames is None else min(int(frames), b)
+    ad = animatediff.state()
+    if path is None:
+        path = choose(getattr(den, "p", None), batch_cond_uncond, ad)
+    if not batch_cond_uncond and not path.cond_only:
+        raise RuntimeError("a full-batch UNet call needs \"Batch cond/uncond\" on")
+    x0_uncond: list[torch.Tensor] = []
 
-    def unet(rows: slice, cond_rows: torch.Tensor) -> torch.Tensor:
-        return den.inner_model(x_in[rows], sigma_in[rows],
-                               cond={"c_crossattn": [cond_rows], "c_concat": [image_cond[rows]]})
+    def rows(half: slice, text: torch.Tensor) -> torch.Tensor:
+        return cond_rows_forward(den.inner_model, x_in[half], sigma_in[half], text, image_cond[half],
+                                 batch_cond_uncond, ad)
+
+    def uncond_x0() -> torch.Tensor:
+        if not x0_uncond:
+            with torch.no_grad():
+                x0_uncond.append(den.get_pred_x0(x_in[b:], rows(slice(b, 2 * b), uncond), sigma_in[b:]))
+        return x0_uncond[0]
 
     def predict(cond: torch.Tensor) -> torch.Tensor:
         cond = cond.to(uncond.dtype)
-        if batch_cond_uncond:
-            out = unet(slice(None), torch.cat([cond, uncond]))
-            out_c, out_u = out[:b], out[b:]
+        if path.cond_only:
+            out_c = rows(slice(0, b), cond)
+            x0_u = uncond_x0() if x0_mode == "cfg" else None
         else:
-            out_c = unet(slice(0, b), cond)
-            out_u = None
-            if x0_mode == "cfg":
-                with torch.no_grad():
-                    out_u = unet(slice(b, 2 * b), uncond)
+            out = den.inner_model(x_in, sigma_in,
+                                  cond={"c_crossattn": [torch.cat([cond, uncond])], "c_concat": [image_cond]})
+            out_c = out[:b]
+            x0_u = den.get_pred_x0(x_in[b:], out[b:].detach(), sigma_in[b:]) if x0_mode == "cfg" else None
         x0_c = den.get_pred_x0(x_in[:b], out_c, sigma_in[:b])
-        if x0_mode == "cfg":
-            x0_u = den.get_pred_x0(x_in[b:], out_u.detach(), sigma_in[b:])
+        if x0_u is not None:
             x0_c = x0_u + cfg_scale * (x0_c - x0_u)
         return x0_c[:keep]
 

@@ -23,6 +23,7 @@ from . import animatediff, paths
 from .args import RESULT_KEY, MotionPromptArgs
 from .host import WebUIHost, predictor
 from .tokens import TokenBudgetError, build_encoder
+from .unet_path import choose as choose_path
 
 log = logging.getLogger("motionprompt")
 
@@ -194,6 +195,7 @@ class GuidedRun:
         self.problem: str | None = None
         self.notes: list[str] = []
         self.flow_notes: list[str] = []
+        self.paths: list[str] = []  # which UNet rows the inner loop ran (cond-only / full batch and why)
         self._rss_start: int | None = None
         self._denoiser = None
         self._virtual = -1
@@ -208,6 +210,7 @@ class GuidedRun:
         if self.args.seed < 0 and seeds:  # pair seed follows each video's own seed
             self.cfg.seed = int(seeds[0])
         self.guides, self.probes, self.problem, self.notes = [], [], None, list(self.flow_notes)
+        self.paths = []
         self._rss_start = None
         self._denoiser, self._virtual, self._cond, self._t_start, self._mem_plain = None, -1, None, None, None
 
@@ -279,8 +282,12 @@ class GuidedRun:
                     ad.params.step = den.step
                 from modules import shared
 
+                batched = bool(shared.opts.batch_cond_uncond)
+                path = choose_path(self.p, batched, ad)
+                if path.text() not in self.paths:
+                    self.paths.append(path.text())
                 predict = predictor(params, self.p.cfg_scale, self.cfg.x0_mode, ad.video_length if ad else None,
-                                    bool(shared.opts.batch_cond_uncond))
+                                    batched, path)
                 self._cond = guide.conditioning(virtual, steps, predict)
                 self._check_guide(guide, virtual)
             if self.problem:
@@ -400,6 +407,7 @@ class GuidedRun:
             "token_level": "output" if any("output-level" in n for n in self.notes) else "input",
             "problem": self.problem,
             "notes": list(self.notes),
+            "unet_path": list(self.paths),
         }
         changes = [c for c in (probe.change() for probe in self.probes) if c is not None]
         if changes:
@@ -432,6 +440,7 @@ class GuidedRun:
             extra += f" (peak RSS +{s['peak_rss_growth_bytes'] / 2**20:.0f} MiB)"
         parts.append(extra)
         parts.append(f"{s['token_level']}-level tokens")
+        parts.extend(self.paths)
         parts.extend(self.flow_notes)
         if self.problem:
             parts.append(f"stopped: {self.problem}")

@@ -3,5 +3,5 @@
 Each fake module mirrors the names, signatures, row layouts, call order and grad contexts of the
 upstream file it is named after (see ../../shared/reference/host_api.md, "What a faithful test double
 must reproduce"); the model is a tiny differentiable SD1.5-shaped toy. ``install()`` puts ``modules``
-and AnimateDiff's ``scripts.animatediff_mm`` into ``sys.modules``.
+and AnimateDiff's ``scripts.animatediff_mm`` / ``scripts.animatediff_infv2v`` into ``sys.modules``.
 """

@@ -134,48 +134,53 @@ class AnimateDiffPromptSchedule:
         return (((1.0 - t) * omega).sin() * v0 + (t * omega).sin() * v1) / omega.sin()
 
 
-def ordered_halving(val):
-    """animatediff_infv2v.py ``AnimateDiffInfV2V.ordered_halving``: the 64-bit bit-reversal of ``val`` as a
-    fraction of 2**64 (0, 1/2, 1/4, 3/4, ... for steps 0, 1, 2, 3, ...)."""
-    return int(f"{val:064b}"[::-1], 2) / (1 << 64)
+class AnimateDiffInfV2V:
+    """animatediff_infv2v.py: the context scheduler and the cfg_denoiser callback live on this class;
+    upstream's animatediff.py imports it, so ``scripts.animatediff_infv2v`` is in sys.modules at runtime."""
 
+    @staticmethod
+    def ordered_halving(val):
+        """animatediff_infv2v.py ``AnimateDiffInfV2V.ordered_halving``: the 64-bit bit-reversal of ``val`` as a
+        fraction of 2**64 (0, 1/2, 1/4, 3/4, ... for steps 0, 1, 2, 3, ...)."""
+        return int(f"{val:064b}"[::-1], 2) / (1 << 64)
 
-def uniform(step, video_length, batch_size, stride, overlap, closed_loop):
-    """animatediff_infv2v.py ``AnimateDiffInfV2V.uniform``: context windows over the frames. The windows
-    are shifted by a step-dependent pad (``ordered_halving(step)``), so the layout differs from step to step:
-    a UNet call made with another step's ``ad_params.step`` uses other windows than the host's."""
-    if video_length <= batch_size:
-        yield list(range(batch_size))
-        return
-    wrap_all = closed_loop == "A"
-    stride = min(stride, int(np.ceil(np.log2(video_length / batch_size))) + 1)
-    shift = ordered_halving(step)
-    for context_step in 1 << np.arange(stride):
-        pad = round(video_length * shift)
-        span = batch_size * context_step
-        starts = range(int(shift * context_step) + pad, video_length + pad + (0 if wrap_all else -overlap),
-                       span - overlap)
-        both_wrapped = False
-        for j in starts:
-            window = [e % video_length for e in range(j, j + span, context_step)]
-            if closed_loop != "N" or context_step != 1:
-                yield window
-                continue
-            # 'N' (no closed loop): a window that wraps round the end is replaced by the first/last windows
-            first = [e % video_length for e in range(0, span, context_step)]
-            last = [e % video_length for e in range(video_length - span, video_length, context_step)]
-            wrap_at = next((i for i in range(1, len(window)) if window[i] < window[i - 1]), None)
-            if wrap_at is None:
-                yield window
-            elif both_wrapped:
-                both_wrapped = False
-                yield first
-            elif wrap_at < batch_size - overlap:
-                yield last
-                yield first
-            else:
-                both_wrapped = True
-                yield last
+    @staticmethod
+    def uniform(step, video_length, batch_size, stride, overlap, closed_loop):
+        """animatediff_infv2v.py ``AnimateDiffInfV2V.uniform``: context windows over the frames. The windows
+        are shifted by a step-dependent pad (``ordered_halving(step)``), so the layout differs from step to step:
+        a UNet call made with another step's ``ad_params.step`` uses other windows than the host's."""
+        if video_length <= batch_size:
+            yield list(range(batch_size))
+            return
+        wrap_all = closed_loop == "A"
+        stride = min(stride, int(np.ceil(np.log2(video_length / batch_size))) + 1)
+        shift = AnimateDiffInfV2V.ordered_halving(step)
+        for context_step in 1 << np.arange(stride):
+            pad = round(video_length * shift)
+            span = batch_size * context_step
+            starts = range(int(shift * context_step) + pad, video_length + pad + (0 if wrap_all else -overlap),
+                           span - overlap)
+            both_wrapped = False
+            for j in starts:
+                window = [e % video_length for e in range(j, j + span, context_step)]
+                if closed_loop != "N" or context_step != 1:
+                    yield window
+                    continue
+                # 'N' (no closed loop): a window that wraps round the end is replaced by the first/last windows
+                first = [e % video_length for e in range(0, span, context_step)]
+                last = [e % video_length for e in range(video_length - span, video_length, context_step)]
+                wrap_at = next((i for i in range(1, len(window)) if window[i] < window[i - 1]), None)
+                if wrap_at is None:
+                    yield window
+                elif both_wrapped:
+                    both_wrapped = False
+                    yield first
+                elif wrap_at < batch_size - overlap:
+                    yield last
+                    yield first
+                else:
+                    both_wrapped = True
+                    yield last
 
 
 def animatediff_on_cfg_denoiser(cfg_params):
@@ -190,8 +195,8 @@ def animatediff_on_cfg_denoiser(cfg_params):
 
         def mm_sd_forward(self, x_in, sigma_in, cond):
             x_out = torch.zeros_like(x_in)
-            for context in uniform(ad_params.step, ad_params.video_length, ad_params.batch_size, ad_params.stride,
-                                   ad_params.overlap, ad_params.closed_loop):
+            for context in AnimateDiffInfV2V.uniform(ad_params.step, ad_params.video_length, ad_params.batch_size,
+                                                     ad_params.stride, ad_params.overlap, ad_params.closed_loop):
                 if shared.opts.batch_cond_uncond:
                     _context = context + [c + ad_params.video_length for c in context]
                 else:
@@ -278,5 +283,12 @@ def module():
     return mod
 
 
+def infv2v_module():
+    mod = types.ModuleType("scripts.animatediff_infv2v")
+    mod.AnimateDiffInfV2V = AnimateDiffInfV2V
+    return mod
+
+
 def install_module():
     sys.modules["scripts.animatediff_mm"] = module()
+    sys.modules["scripts.animatediff_infv2v"] = infv2v_module()

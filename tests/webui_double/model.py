@@ -62,7 +62,7 @@ class ToyUNet(nn.Module):
         self.motion = None  # a temporal module, set by the fake AnimateDiff's inject()
 
     def forward(self, x, timesteps, context):
-        h = self.conv_in(x) + self.time(timesteps.float().view(-1, 1) / 1000.0)[:, :, None, None]
+        h = self.conv_in(x) + self.time(timesteps.to(x.dtype).view(-1, 1) / 1000.0)[:, :, None, None]  # ldm: t_emb.to(dtype)
         b, c, hh, ww = h.shape
         tokens = h.flatten(2).transpose(1, 2)
         k, v = self.kv(context.to(h.dtype)).chunk(2, dim=-1)
