@@ -210,3 +210,42 @@ def test_cfg_x0_mode_uses_guided_prediction(model):
         ref = model.scheduler.step(host.cfg_eps(latents, t, cond, 7.5), t, latents).pred_original_sample
     assert torch.allclose(x0_cfg, ref[0].permute(1, 0, 2, 3), atol=1e-4)
     assert not torch.allclose(x0_cond, x0_cfg)
+
+
+def test_a_guided_step_computes_nothing_twice(model, host, flow, disc, monkeypatch):
+    """Per guided step (x0_mode=cfg): one grad UNet call on the cond video per inner iteration, the uncond
+    prediction once and without gradients, one text encode per iteration plus the final one, and one decode
+    per iteration of exactly the distinct frames its pairs use."""
+    cfg = small_cfg(inner_iters=3, x0_mode="cfg", pairs=2, window_start=0.25, window_end=0.75)
+    guide = MotionGuide(cfg, host, flow, disc)
+    log, step = [], [0]
+    eps, encode, decode = DiffusersVideoHost.eps, DiffusersVideoHost.encode, DiffusersVideoHost.decode
+
+    def spy_eps(self, latents, t, cond):
+        kind = "uncond" if cond is self.uncond else "both" if latents.shape[0] == 2 else "cond"
+        log.append((step[0], "unet", kind, torch.is_grad_enabled()))
+        return eps(self, latents, t, cond)
+
+    def spy_encode(self, tokens):
+        log.append((step[0], "encode", None, torch.is_grad_enabled()))
+        return encode(self, tokens)
+
+    def spy_decode(self, latents):
+        log.append((step[0], "decode", latents.shape[0], torch.is_grad_enabled()))
+        return decode(self, latents)
+
+    monkeypatch.setattr(DiffusersVideoHost, "eps", spy_eps)
+    monkeypatch.setattr(DiffusersVideoHost, "encode", spy_encode)
+    monkeypatch.setattr(DiffusersVideoHost, "decode", spy_decode)
+    sample(host, guide, **RUN, on_step=lambda i, n: step.__setitem__(0, i + 1))
+    assert [r.step for r in guide.records] == [2, 3, 4, 5]
+    for rec in guide.records:
+        mine = [e[1:] for e in log if e[0] == rec.step]
+        unet = [e for e in mine if e[0] == "unet"]
+        assert unet.count(("unet", "cond", True)) == 3
+        assert unet.count(("unet", "uncond", False)) == 1  # once per step, no graph
+        assert unet.count(("unet", "both", False)) == 1  # the sampler's own CFG step
+        assert len(unet) == 5
+        assert [e for e in mine if e[0] == "encode"] == [("encode", None, True)] * 3 + [("encode", None, False)]
+        decoded = [e[1] for e in mine if e[0] == "decode"]
+        assert decoded == [len({f for pair in it.pairs for f in pair}) for it in rec.iterations]

@@ -174,3 +174,25 @@ def test_full_batch_only_where_required():
         assert unet_path.choose(p, True, ad).text() == "full-batch UNet (AnimateDiff's context scheduler not found)"
     finally:
         sys.modules.pop("scripts.animatediff_infv2v", None)
+
+
+def test_text_encoder_runs_once_per_iteration_on_the_distinct_prompts_only(webui, monkeypatch):
+    """Prompt travel gives 12 frame rows from 2 key-frame prompts: each inner iteration encodes the 2 distinct
+    prompts once (AnimateDiff's interpolation makes the 12 rows), plus one final encode per guided step."""
+    from modules import script_callbacks, sd_hijack_clip
+
+    current, calls = [], []
+    process = sd_hijack_clip.FrozenCLIPEmbedderWithCustomWords.process_tokens
+
+    def spy(self, remade_batch_tokens, batch_multipliers):
+        calls.append((current[-1] if current else None, len(remade_batch_tokens), torch.is_grad_enabled()))
+        return process(self, remade_batch_tokens, batch_multipliers)
+
+    script_callbacks.callback_map["callbacks_cfg_denoiser"].insert(
+        0, script_callbacks.ScriptCallback("spy", lambda params: current.append(params.denoiser.step), "spy"))
+    monkeypatch.setattr(sd_hijack_clip.FrozenCLIPEmbedderWithCustomWords, "process_tokens", spy)
+    webui.generate(MP, LONG, prompt=TRAVEL)
+    assert not webui.errors, webui.errors
+    for step in range(2, 6):
+        assert [c[1:] for c in calls if c[0] == step] == [(2, True), (2, True), (2, False)], (step, calls)
+    assert not [c for c in calls if c[0] in (6, 7)]
