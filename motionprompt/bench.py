@@ -446,6 +446,44 @@ def _add_ratios(run: dict, plain: dict) -> None:
     run["peak_mem_delta_ratio"] = run["delta_bytes"] / plain["delta_bytes"] if plain["delta_bytes"] else None
     run["iteration_vs_plain_step"] = run["seconds_per_iteration"] / best_step if run["seconds_per_iteration"] else None
     run["projected_time_ratio_at_25_steps"] = 1 + run["guided_steps_at_25"] * per_step / (25 * best_step)
+    run.update(step_costs(run, best_step, plain["frames"]))
+
+
+#: phases whose cost grows with the frame count (the UNet runs on every frame); the others work on the
+#: sampled pairs or the token rows, whose number does not change with the video's length
+FRAME_LINEAR = ("unet_forward", "unet_backward")
+
+
+def step_costs(run: dict, step_seconds: float, frames: int, target_steps: int = 25, target_frames: int = 16) -> dict:
+    """Guidance in units of one plain sampling step ("step-cost": the sampler's [cond; uncond] forward),
+    and the whole-run ratio projected to ``target_steps`` x ``target_frames`` at the same frame size.
+
+    Projection: a step-cost grows linearly with frames, and so do the UNet phases; text encoder, decode,
+    flow, D and optimizer do not (fixed pairs / tokens). Every input is returned so the report can print it.
+    """
+    iters = run["iterations"]
+    if not iters or not step_seconds:
+        return {"step_cost_seconds": step_seconds, "iteration_step_costs": None, "phase_step_costs": {},
+                "projection": None}
+    phases = {k: v / iters / step_seconds for k, v in run["phases"].items()}
+    per_iteration = run["guidance_seconds"] / iters / step_seconds
+    scale = target_frames / frames
+    linear = sum(phases.get(k, 0.0) for k in FRAME_LINEAR)
+    at_target = (linear * scale + (per_iteration - linear)) / scale  # in step-costs of the target video
+    iters_per_step = iters / run["steps_guided"]
+    guided = run["guided_steps_at_25"] if target_steps == 25 else None
+    ratio = 1 + guided * iters_per_step * at_target / target_steps if guided is not None else None
+    return {
+        "step_cost_seconds": step_seconds,
+        "iteration_step_costs": per_iteration,
+        "phase_step_costs": phases,
+        "projection": {
+            "steps": target_steps, "frames": target_frames, "measured_frames": frames,
+            "guided_steps": guided, "iterations_per_guided_step": iters_per_step,
+            "frame_linear_step_costs": linear, "iteration_step_costs_at_target": at_target,
+            "time_ratio": ratio,
+        },
+    }
 
 
 def run_bench(s: BenchSettings, log=print) -> dict:
@@ -497,6 +535,7 @@ def run_bench(s: BenchSettings, log=print) -> dict:
     def plain_once() -> dict:
         out = _timed_sample(plain_host, None, job, device)
         out["seconds_per_step"] = out["seconds"] / job["steps"]
+        out["frames"] = job["num_frames"]
         log(f"plain: {out['seconds']:.2f} s, peak {out['peak_bytes'] / 2**30:.2f} GiB")
         return out
 
@@ -596,6 +635,26 @@ def format_report(r: dict) -> str:
             f"{_gib(g['delta_bytes'])} | {dmem} | {g['steps_guided']} x {g['config']['inner_iters']} | "
             f"{g['guidance_seconds']:.2f} | {share} | {drop} | {g['projected_time_ratio_at_25_steps']:.2f} |")
     names = list(r["runs"])
+    lines += ["", f"one inner iteration in plain step-costs (1 step-cost = {r['plain'].get('best_seconds', 0) / j['steps']:.3f} s, "
+                  "the plain sampler's [cond; uncond] step at this job):",
+              "| phase | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for key, label in PHASES:
+        cells = [f"{r['runs'][n]['phase_step_costs'][key]:.3f}" if key in r["runs"][n].get("phase_step_costs", {}) else "-"
+                 for n in names]
+        if any(c != "-" for c in cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("| **total per iteration** | " + " | ".join(
+        "-" if r["runs"][n].get("iteration_step_costs") is None else f"**{r['runs'][n]['iteration_step_costs']:.2f}**"
+        for n in names) + " |")
+    for n in names:
+        pr = r["runs"][n].get("projection")
+        if pr and pr["time_ratio"] is not None:
+            lines.append(
+                f"projection {n} @ {pr['steps']} steps x {pr['frames']} frames: x{pr['time_ratio']:.2f} time = 1 + "
+                f"{pr['guided_steps']} guided steps x {pr['iterations_per_guided_step']:.2f} it x "
+                f"{pr['iteration_step_costs_at_target']:.2f} step-costs / {pr['steps']} (measured at "
+                f"{pr['measured_frames']} frames; UNet fwd+bwd {pr['frame_linear_step_costs']:.2f} step-costs scale "
+                f"with frames, the rest does not)")
     lines += ["", "guidance time by phase (seconds, share):", "| phase | " + " | ".join(names) + " |",
               "|---|" + "---|" * len(names)]
     for key, label in PHASES:
@@ -643,6 +702,7 @@ def add_arguments(p) -> None:
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up runs")
     p.add_argument("--no-probe", action="store_true", help="skip the disc-loss-after-step probe")
     p.add_argument("--json-out", help="also write the JSON result to this file")
+    p.add_argument("--md-out", help="also write the markdown report to this file")
 
 
 def settings_from_args(args) -> BenchSettings:
@@ -658,7 +718,12 @@ def settings_from_args(args) -> BenchSettings:
 
 def run(args) -> dict:
     result = run_bench(settings_from_args(args), log=lambda m: print(f"  {m}", flush=True))
-    print(format_report(result))
+    report = format_report(result)
+    print(report)
+    if getattr(args, "md_out", None):
+        from .atomic import write_text
+
+        write_text(args.md_out, report + "\n")
     if args.json_out:
         from .video_io import save_json
 

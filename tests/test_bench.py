@@ -19,11 +19,11 @@ def test_memory_meter_sees_a_transient_allocation():
     assert m["delta_bytes"] >= 48 * 2**20  # the sampling fallback may miss a little of it, VmHWM does not
 
 
-def test_bench_tiny_plain_vs_guided(capsys):
+def test_bench_tiny_plain_vs_guided(capsys, tmp_path):
     from motionprompt.cli import main
 
     argv = ["bench", "--model", "tiny", "--steps", "4", "--frames", "4", "--preset", "paper", "fast",
-            "--flow-size", "64", "--flow-iters", "2", "--threads", "1"]
+            "--flow-size", "64", "--flow-iters", "2", "--threads", "1", "--md-out", str(tmp_path / "bench.md")]
     assert main(argv) == 0
     out = capsys.readouterr().out.strip().splitlines()
     result = json.loads(out[-1])  # the last line is the JSON result
@@ -62,3 +62,19 @@ def test_bench_tiny_plain_vs_guided(capsys):
     assert paper["disc_drop"] is not None and fast["disc_drop"] is not None
     assert paper["disc_drop_total"] == pytest.approx(2 * paper["disc_drop"])
     assert result["fast_vs_paper"]["disc_drop_kept"] == pytest.approx(fast["disc_drop"] / paper["disc_drop"])
+
+    # step-costs: one inner iteration (and each phase) in units of the best plain step, and the projection to
+    # 25 steps x 16 frames built from the printed inputs (UNet phases scale with frames, the rest does not)
+    step = plain["best_seconds"] / 4
+    for run in (paper, fast):
+        assert run["step_cost_seconds"] == pytest.approx(step)
+        assert run["iteration_step_costs"] == pytest.approx(run["guidance_seconds"] / run["iterations"] / step)
+        assert sum(run["phase_step_costs"].values()) == pytest.approx(run["iteration_step_costs"])
+        pr = run["projection"]
+        unet = run["phase_step_costs"]["unet_forward"] + run["phase_step_costs"]["unet_backward"]
+        assert pr["frame_linear_step_costs"] == pytest.approx(unet)
+        assert pr["iteration_step_costs_at_target"] == pytest.approx(unet + (run["iteration_step_costs"] - unet) / 4)
+        assert pr["time_ratio"] == pytest.approx(
+            1 + run["guided_steps_at_25"] * pr["iterations_per_guided_step"] * pr["iteration_step_costs_at_target"] / 25)
+    md = (tmp_path / "bench.md").read_text(encoding="utf-8")
+    assert "| **total per iteration** |" in md and "projection paper @ 25 steps x 16 frames" in md
