@@ -4,7 +4,7 @@ PIP ?= $(PYTHON) -m pip
 STAMP := .deps-installed
 G4 := .venv-gradio4
 
-.PHONY: deps demo test lint test-gradio4
+.PHONY: deps demo test lint test-gradio4 bench-gpu
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PIP) install -q -r requirements-dev.txt
@@ -28,3 +28,11 @@ test: $(STAMP) $(G4)/.installed
 
 lint: $(STAMP)
 	$(PYTHON) -m ruff check .
+
+# the paper's setting on a CUDA GPU: SD1.5-sized random model, 16 frames 512x512, 25 DDIM steps, fp16;
+# plain vs paper, fast and low_vram; writes outputs/bench-gpu.json and outputs/bench-gpu.md
+bench-gpu:
+	mkdir -p outputs
+	$(PYTHON) -m motionprompt bench --model sd15-random --device cuda --dtype fp16 --frames 16 --height 512 \
+		--width 512 --steps 25 --preset paper fast low_vram --repeat 2 \
+		--json-out outputs/bench-gpu.json --md-out outputs/bench-gpu.md
