@@ -41,10 +41,10 @@ def measure(frames: int, context: int, steps: int, iters: int, repeat: int) -> d
     rows: list[int] = []
     forward = ToyUNet.forward
 
-    def counting(self, x, timesteps, context_rows):
+    def counting(self, x, timesteps, context):
         if torch.is_grad_enabled():
             rows.append(x.shape[0])
-        return forward(self, x, timesteps, context_rows)
+        return forward(self, x, timesteps, context)
 
     ToyUNet.forward = counting
     guides: list = []
