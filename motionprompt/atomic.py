@@ -6,6 +6,7 @@ files 0600; they are widened to what the umask allows so a WebUI run by another 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -62,3 +63,8 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
             f.write(text)
 
     return atomic_write(path, write)
+
+
+def write_json(path: str | os.PathLike, data, indent: int | None = 2) -> Path:
+    """The project's one JSON writer: atomic, and values JSON lacks (paths, numpy scalars) as strings."""
+    return write_text(path, json.dumps(data, indent=indent, default=str))

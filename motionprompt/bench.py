@@ -310,20 +310,14 @@ def _timed_sample(host, guide, job: dict, device: torch.device, probe_times: lis
 
 def _disc_loss_after(guide, predict, pairs: list) -> float:
     """Disc loss of the tokens after the step's updates, on the given pairs (no grad)."""
-    from .losses import disc_loss, normalize_flow
+    from .judge import x0_pair_logits
+    from .losses import disc_loss
 
     cond = guide._cond_opt if guide._cond_opt is not None else guide.host.encode(guide.tokens.detach())
     with torch.no_grad():
         with guide._autocast():
             x0 = predict(cond)
-        idx = sorted({i for p in pairs for i in p})
-        where = {f: k for k, f in enumerate(idx)}
-        frames = guide.host.decode(x0[idx]).float()
-        a = frames[[where[p[0]] for p in pairs]]
-        b = frames[[where[p[1]] for p in pairs]]
-        with torch.autocast(guide.device.type, enabled=False):
-            logits = guide.disc(normalize_flow(guide.flow(a, b)))
-            return float(disc_loss(logits, guide.cfg.disc_loss))
+        return float(disc_loss(x0_pair_logits(guide, x0, pairs), guide.cfg.disc_loss))
 
 
 def _install_probe(guide, after: dict[int, float], probe_times: list[float]) -> None:
@@ -725,8 +719,8 @@ def run(args) -> dict:
 
         write_text(args.md_out, report + "\n")
     if args.json_out:
-        from .video_io import save_json
+        from .atomic import write_json
 
-        save_json(result, args.json_out)
+        write_json(args.json_out, result)
     print(json.dumps(result, default=str))
     return result

@@ -100,6 +100,7 @@ def run_generate(args, wrap_guide=None) -> dict:
     """wrap_guide(guide): lets a caller (the demo) observe the guide before sampling starts."""
     import torch
 
+    from .atomic import write_json
     from .checkpoint import load_discriminator
     from .discriminator import build_discriminator
     from .flow import build_flow
@@ -107,7 +108,7 @@ def run_generate(args, wrap_guide=None) -> dict:
     from .reference.host import DiffusersVideoHost
     from .reference.models import load_model, tiny_model
     from .reference.sampler import sample
-    from .video_io import save_gif, save_json
+    from .video_io import save_gif
 
     cfg = _config_from_args(args)
     out = Path(args.out)
@@ -163,7 +164,7 @@ def run_generate(args, wrap_guide=None) -> dict:
         guided = sample(host, guide, **common)
         save_gif(guided.frames, out / "guided.gif", args.fps)
         record.update(guided_seconds=guided.seconds, summary=guide.summary(), steps=guided.steps)
-    save_json(record, out / "record.json")
+    write_json(out / "record.json", record)
     return record
 
 

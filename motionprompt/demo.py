@@ -105,12 +105,11 @@ def _guidance_figures(record: dict, plain: np.ndarray, guided: np.ndarray, out: 
 
 def _d_all_pairs(guide, predict, cond) -> float:
     """Mean p(real) over every adjacent frame pair of x0 predicted with ``cond`` (no grad)."""
-    from .losses import normalize_flow
+    from .judge import x0_pair_logits
 
     with torch.no_grad():
-        frames = guide.host.decode(predict(cond)).float()
-        flow = normalize_flow(guide.flow(frames[:-1], frames[1:]))
-        return float(torch.sigmoid(guide.disc(flow)).mean())
+        x0 = predict(cond)
+        return float(torch.sigmoid(x0_pair_logits(guide, x0, [(i, i + 1) for i in range(len(x0) - 1)])).mean())
 
 
 def probe_same_pairs(guide, rows: list[dict]) -> None:
@@ -171,10 +170,11 @@ table{{border-collapse:collapse;margin:1em 0}}figure{{display:inline-block;margi
 
 
 def run_demo(out: str | Path = "outputs/demo", steps: int = 25, train_steps: int = 600, log=print) -> dict:
+    from .atomic import write_json
     from .cli import build_generate_parser, run_generate
     from .flow import build_flow
     from .metrics import video_metrics
-    from .video_io import load_gif, save_json
+    from .video_io import load_gif
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -200,7 +200,7 @@ def run_demo(out: str | Path = "outputs/demo", steps: int = 25, train_steps: int
     record = run_generate(args, wrap_guide=lambda g: probe_same_pairs(g, probe))
     record.update(same_pairs=probe, same_pairs_before=float(np.mean([r["before"] for r in probe])),
                   same_pairs_after=float(np.mean([r["after"] for r in probe])))
-    save_json(record, out / "record.json")
+    write_json(out / "record.json", record)
     plain, guided = load_gif(out / "plain.gif"), load_gif(out / "guided.gif")
 
     log("[3/3] metrics, figures, report")
@@ -217,7 +217,7 @@ def run_demo(out: str | Path = "outputs/demo", steps: int = 25, train_steps: int
     summary = {"train": {k: (float(v) if isinstance(v, np.floating) else v) for k, v in train.items()},
                "guidance": record["summary"],
                "same_pairs": {k: record[k] for k in ("same_pairs_before", "same_pairs_after")}, "metrics": metrics, "seconds": time.perf_counter() - t0}
-    save_json(json.loads(json.dumps(summary, default=float)), out / "demo.json")
+    write_json(out / "demo.json", json.loads(json.dumps(summary, default=float)))
     log(f"  D score of the predicted clean video at the guided steps, initial -> optimized token: "
         f"{record['same_pairs_before']:.3f} -> {record['same_pairs_after']:.3f}")
     log(f"  D score of the final clips, plain -> guided: {metrics['plain']['disc_score']:.3f} -> "

@@ -9,7 +9,7 @@ corruption set. A shard is used only if all of that matches exactly; otherwise i
 stale shard of that clip and role is deleted. Clips that cannot be used get a shard too (status
 "skipped" + reason), so a cached run decodes nothing and still reports them.
 
-Flows are stored normalized (fraction of the frame, ``losses.normalize_flow``), float16, at the flow
+Flows are stored normalized (fraction of the frame, ``judge.pair_flow``), float16, at the flow
 working resolution: exactly what the discriminator sees.
 """
 
@@ -31,7 +31,7 @@ import torch
 from .atomic import save_safetensors
 from .config import FlowSettings
 from .corruptions import apply_transform, plan_pair
-from .losses import normalize_flow
+from .judge import pair_flow
 from .train_data import (
     Clip,
     ClipError,
@@ -227,7 +227,7 @@ class FlowCache:
                 fa = torch.stack(a_list[i : i + self.batch]).to(self.device)
                 fb = torch.stack(b_list[i : i + self.batch]).to(self.device)
                 self.flow_calls += 1
-                out.append(normalize_flow(self._flow(fa, fb).float()).half().cpu())
+                out.append(pair_flow(self._flow, fa, fb).half().cpu())
         pairs = torch.tensor([[s[0], s[1]] for s in specs], dtype=torch.int64)
         return ClipFlows(clip, role, torch.cat(out), pairs, [s[3] for s in specs], n, False)
 

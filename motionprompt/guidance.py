@@ -23,7 +23,8 @@ from .checkpoint import Discriminator
 from .config import GuidanceConfig
 from .flow import FlowEstimator
 from .host import GuidanceHost, PredictX0
-from .losses import normalize_flow, total_loss
+from .judge import decode_pairs, pair_flow
+from .losses import total_loss
 
 log = logging.getLogger("motionprompt")
 
@@ -211,14 +212,10 @@ class MotionGuide:
             with timer("unet_forward"), self._autocast():
                 x0 = predict_x0(cond)
             pairs = schedule.sample_pairs(cfg, x0.shape[0], step, it)
-            frames_idx = sorted({i for p in pairs for i in p})
-            where = {f: k for k, f in enumerate(frames_idx)}
             with timer("vae_decode"):
-                frames = self.host.decode(x0[frames_idx]).float()
-            a = frames[[where[p[0]] for p in pairs]]
-            b = frames[[where[p[1]] for p in pairs]]
+                a, b = decode_pairs(self.host, x0, pairs)
             with timer("flow"), torch.autocast(self.device.type, enabled=False):
-                flow = normalize_flow(self.flow(a, b))
+                flow = pair_flow(self.flow, a, b)
             with timer("discriminator"), torch.autocast(self.device.type, enabled=False):
                 logits = self.disc(flow)
                 terms = total_loss(
@@ -226,7 +223,7 @@ class MotionGuide:
                 )
             with timer("backward"):
                 (grad,) = torch.autograd.grad(terms.total, [self.tokens])
-        del cond, x0, frames, a, b, flow, logits
+        del cond, x0, a, b, flow, logits
         grad_norm = float(grad.norm())
         values = {k: float(getattr(terms, k).detach()) for k in ("total", "disc", "tv", "drift", "d_score")}
         rec = IterationRecord(**values, grad_norm=grad_norm, pairs=[list(p) for p in pairs])

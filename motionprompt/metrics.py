@@ -27,8 +27,8 @@ errors are in grey levels (0-255), flows in pixels of the analysed resolution.
   uncorrected threshold would call slightly-moving clips dynamic. This assumes RAFT is unbiased on such
   shifts; DIS was *not* cross-calibrated against RAFT on real motion (no RAFT weights offline). RAFT
   is sharper at motion boundaries, so DIS may still under-report small fast objects.
-* ``disc_score`` -- with a discriminator checkpoint: mean sigmoid(D) over evenly spaced frame pairs,
-  flow computed by the backend and settings stored in the checkpoint (``flow.build_flow``).
+* ``disc_score`` -- with a discriminator checkpoint: the D score defined in ``judge`` (mean sigmoid(D)
+  over evenly spaced adjacent pairs), the same number ``score`` gives for the same clip.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ import numpy as np
 
 from .records import json_safe
 
-VIDEO_EXTENSIONS = (".gif", ".mp4", ".webm", ".mov", ".mkv", ".avi")
 DYNAMIC_CALIBRATION = 1.07  # DIS top-5% px per true px near the threshold (see module doc, dis_top5_bias)
 FB_ALPHA, FB_BETA = 0.01, 0.5  # forward-backward consistency constants (Sundaram et al. 2010)
 
@@ -245,32 +244,11 @@ def video_metrics(
 
 def disc_score(frames, disc, *, flow=None, flow_weights=(), pairs: int = 16, gap: int = 1,
                batch: int = 8, device: str = "cpu") -> float:
-    """Mean sigmoid(D) over up to ``pairs`` evenly spaced (t, t+gap) pairs; flow as the checkpoint says."""
-    import torch
+    """The D score (``judge`` holds its one definition) of validated frames."""
+    from .judge import d_score
 
-    from .checkpoint import Discriminator, load_discriminator
-    from .flow import build_flow
-    from .losses import normalize_flow
-    from .video_io import to_tensor
-
-    if not isinstance(disc, Discriminator):
-        disc = load_discriminator(disc, device)
-    if flow is None:
-        flow = build_flow(disc.flow, list(flow_weights)).to(device)
-    disc.check_flow(flow.settings)
-    video = _check(frames)
-    n = len(video)
-    gap = max(1, min(gap, n - 1))
-    starts = np.unique(np.linspace(0, n - 1 - gap, min(pairs, n - gap)).round().astype(int))
-    scores = []
-    with torch.no_grad():
-        for s in range(0, len(starts), batch):
-            chunk = starts[s : s + batch]
-            a = to_tensor(video[chunk]).to(device)
-            b = to_tensor(video[chunk + gap]).to(device)
-            logits = disc.model(normalize_flow(flow(a, b)))
-            scores.append(torch.sigmoid(logits.float()).cpu())
-    return float(torch.cat(scores).mean())
+    return d_score(_check(frames), disc, flow=flow, flow_weights=flow_weights, pairs=pairs, gap=gap,
+                   batch=batch, device=device)
 
 
 # ----------------------------------------------------------------------------- files and CLI
@@ -295,12 +273,15 @@ def video_fps(path: str | os.PathLike) -> float | None:
 
 
 def list_videos(target: str | os.PathLike) -> list[Path]:
+    """A file as given, else the video files under the folder as training finds them (``find_clips``)."""
+    from .train_data import find_clips
+
     target = Path(target)
-    if target.is_dir():
-        return sorted(p for p in target.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
     if not target.exists():
         raise FileNotFoundError(f"{target} does not exist")
-    return [target]
+    if target.is_file():
+        return [target]
+    return [Path(c.path) for c in find_clips([target])[0] if c.kind == "video"]
 
 
 def file_metrics(path: str | os.PathLike, *, disc=None, short_side: int | None = 256,
@@ -356,9 +337,11 @@ def run(args) -> list[dict]:
         from .checkpoint import load_discriminator
 
         disc = load_discriminator(args.disc)
+    from .train_data import VIDEO_EXTS
+
     videos = list_videos(args.target)
     if not videos:
-        raise SystemExit(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) in {args.target}")
+        raise SystemExit(f"no videos ({', '.join(VIDEO_EXTS)}) in {args.target}")
     rows = []
     for path in videos:
         try:

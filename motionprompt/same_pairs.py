@@ -11,19 +11,13 @@ from __future__ import annotations
 
 import torch
 
-from .losses import normalize_flow
+from .judge import x0_pair_logits
 
 
 def score_pairs(guide, predict, cond: torch.Tensor, pairs: list) -> float:
     """Mean p(real) of the discriminator on ``pairs`` of the x0 predicted with ``cond`` (no grad)."""
-    frames_idx = sorted({i for p in pairs for i in p})
-    where = {f: k for k, f in enumerate(frames_idx)}
     with torch.no_grad():
-        frames = guide.host.decode(predict(cond)[frames_idx]).float()
-        a = frames[[where[p[0]] for p in pairs]]
-        b = frames[[where[p[1]] for p in pairs]]
-        with torch.autocast(frames.device.type, enabled=False):
-            return float(torch.sigmoid(guide.disc(normalize_flow(guide.flow(a, b)))).mean())
+        return float(torch.sigmoid(x0_pair_logits(guide, predict(cond), pairs)).mean())
 
 
 class SamePairsProbe:

@@ -1,23 +1,18 @@
 """Score videos with a trained discriminator: mean "real motion" probability over random frame pairs.
 
-Frames are treated exactly as guidance treats decoded frames: whole frame, flow backend and working
-size from the checkpoint, flow normalized to a fraction of the frame. Useful to judge a discriminator
+The D score is ``judge``'s (the one ``metrics`` reports too): whole frames at their own size, flow
+backend and working size from the checkpoint, flow normalized to a fraction of the frame. Useful to judge a discriminator
 (held-out real clips should score high, generated and corrupted ones low) and to compare videos.
 """
 
 from __future__ import annotations
 
 import os
-import zlib
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-
 from .checkpoint import Discriminator, load_discriminator
-from .losses import normalize_flow
-from .train_data import Clip, ClipError, count_frames, find_clips, read_frames, sample_gap_pair
-from .video_io import to_tensor
+from .judge import clip_probs, plan_pairs
+from .train_data import Clip, ClipError, count_frames, find_clips, read_frames
 
 
 @dataclass
@@ -30,41 +25,23 @@ class VideoScore:
     error: str | None = None  # why the video was not scored
 
 
-def _gap_from(disc: Discriminator) -> tuple[int, int]:
-    s = (disc.training or {}).get("settings", {})
-    return int(s.get("gap_min", 1)), int(s.get("gap_max", 4))
-
-
-def score_clip(clip: Clip, disc: Discriminator, flow, pairs: int = 16, gap: tuple[int, int] | None = None,
-               seed: int = 0, device="cpu", batch: int = 16) -> VideoScore:
-    gap = gap or _gap_from(disc)
+def score_clip(clip: Clip, disc: Discriminator, flow, pairs: int = 16, gap: int | tuple[int, int] = 1,
+               device="cpu", batch: int = 16) -> VideoScore:
+    """The D score (``judge``) of one clip, reading only the frames its pairs use."""
     try:
         n = count_frames(clip)
         if n < 2:
             raise ClipError(f"only {n} frame: need at least 2")
-        rng = np.random.default_rng([seed, zlib.crc32(clip.rel.encode())])
-        plan = [sample_gap_pair(n, gap[0], gap[1], rng) for _ in range(pairs)]
-        frames = read_frames(clip, [i for p in plan for i in p], disc.flow.size)
+        plan = plan_pairs(n, pairs, gap)
+        frames = read_frames(clip, [i for p in plan for i in p])
     except ClipError as exc:
         return VideoScore(clip.path, None, None, 0, 0, str(exc))
-
-    def tensor(i: int) -> torch.Tensor:
-        return to_tensor(frames[i][None])[0]
-
-    probs = []
-    with torch.no_grad():
-        for k in range(0, len(plan), batch):
-            chunk = plan[k : k + batch]
-            a = torch.stack([tensor(p[0]) for p in chunk]).to(device)
-            b = torch.stack([tensor(p[1]) for p in chunk]).to(device)
-            logits = disc.model(normalize_flow(flow(a, b).float()))
-            probs.append(torch.sigmoid(logits.float()).cpu())
-    p = torch.cat(probs).double()
+    p = clip_probs(frames.__getitem__, plan, disc, flow, device, batch).double()
     return VideoScore(clip.path, float(p.mean()), float(p.std()) if len(p) > 1 else 0.0, len(p), n)
 
 
-def score_videos(paths, disc: Discriminator | str | os.PathLike, pairs: int = 16, gap: tuple[int, int] | None = None,
-                 seed: int = 0, flow=None, flow_weights=None, allow_download: bool = False, device="cpu",
+def score_videos(paths, disc: Discriminator | str | os.PathLike, pairs: int = 16, gap: int | tuple[int, int] = 1,
+                 flow=None, flow_weights=None, allow_download: bool = False, device="cpu",
                  progress=None, interrupted=None) -> list[VideoScore]:
     """Score every video (file, frame folder, or folder searched recursively) in ``paths``.
 
@@ -85,7 +62,7 @@ def score_videos(paths, disc: Discriminator | str | os.PathLike, pairs: int = 16
     for i, clip in enumerate(clips):
         if interrupted is not None and interrupted():
             break
-        out.append(score_clip(clip, disc, flow, pairs, gap, seed, device))
+        out.append(score_clip(clip, disc, flow, pairs, gap, device))
         if progress is not None:
             progress(i + 1, len(clips), {"phase": "score", "video": clip.name}, None)
     return out

@@ -209,14 +209,14 @@ def run_train(args) -> int:
 
 def add_score_arguments(p: argparse.ArgumentParser) -> None:
     p.description = ("Score videos with a trained discriminator: the mean probability that the motion is real, "
-                     "over random frame pairs, using the flow backend and size stored in the checkpoint.")
+                     "over evenly spaced frame pairs (the D score of `metrics`), using the flow backend and size "
+                     "stored in the checkpoint.")
     p.add_argument("paths", nargs="+", metavar="FILE_OR_DIR",
                    help="video files, frame folders, or folders searched recursively")
     p.add_argument("--disc", required=True, metavar="FILE", help="discriminator .safetensors")
     p.add_argument("--pairs", type=int, default=16, help="frame pairs per video (default 16)")
-    p.add_argument("--gap", nargs=2, type=int, default=None, metavar=("MIN", "MAX"),
-                   help="frame gap range (default: the one the discriminator was trained with)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the pair sampling")
+    p.add_argument("--gap", nargs=2, type=int, default=(1, 1), metavar=("MIN", "MAX"),
+                   help="frame gap range cycled over the pairs (default 1 1: adjacent frames)")
     p.add_argument("--flow-weights", action="append", default=[], metavar="DIR", help="folder with RAFT .pth weights")
     p.add_argument("--allow-download", action="store_true", help="let torchvision download RAFT weights")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -230,7 +230,7 @@ def run_score(args) -> int:
     printer = ProgressPrinter()
     try:
         disc = load_discriminator(args.disc, args.device)
-        scores = score_videos(args.paths, disc, args.pairs, tuple(args.gap) if args.gap else None, args.seed,
+        scores = score_videos(args.paths, disc, args.pairs, tuple(args.gap),
                               flow_weights=args.flow_weights, allow_download=args.allow_download,
                               device=args.device, progress=printer)
     except (CheckpointError, FlowWeightsMissing, ValueError) as exc:

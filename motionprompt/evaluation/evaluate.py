@@ -166,9 +166,9 @@ class Evaluation:
                 "seeds": self.n_seeds, "steps": self.steps, "cfg_scale": self.cfg_scale}
 
     def _save_rows(self) -> None:
-        from ..atomic import write_text
+        from ..atomic import write_json
 
-        write_text(self.rows_path, json.dumps(json_safe({"setup": self.setup(), "rows": self.rows})))
+        write_json(self.rows_path, json_safe({"setup": self.setup(), "rows": self.rows}), indent=None)
 
     def run(self, progress=None, stop=lambda: False) -> dict:
         import torch
@@ -225,9 +225,9 @@ class Evaluation:
         real_feats = [flow_features(c).tolist() for c in real]
         summary = summarize(self.rows, list(configs), real_feats)
         summary["setup"] = self.setup()
-        from ..atomic import write_text
+        from ..atomic import write_json
 
-        write_text(self.out / "summary.json", json.dumps(summary, indent=1))
+        write_json(self.out / "summary.json", summary, indent=1)
         from .report import write_report
 
         write_report(self.out, summary, self.rows)

@@ -9,7 +9,6 @@ Gate: object visible in >= 95 % of frames, prompted direction in >= 80 % of clip
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -63,9 +62,9 @@ def run(args) -> int:
     result, clips, caps = check(parts, args.per_caption, args.steps, args.cfg)
     result["model_meta"] = parts.meta
     out = Path(args.out)
-    from ..atomic import write_text
+    from ..atomic import write_json, write_text
 
-    write_text(out / "gate.json", json.dumps(result, indent=1))
+    write_json(out / "gate.json", result, indent=1)
     from ..plot_png import save_png
 
     picks = list(range(0, len(clips), max(1, len(clips) // 8)))[:8]
@@ -81,8 +80,8 @@ def run(args) -> int:
 
         write_card(model_file.parent, parts.meta, parts.arch.to_dict(), result, [caps[i] for i in picks],
                    [clips[i] for i in picks], Path(args.train_log) if args.train_log else None)
-        write_text(model_file.parent / "reference_stats.json", json.dumps(reference_stats(parts), indent=1))
-        write_text(model_file.parent / "gate.json", json.dumps(result, indent=1))
+        write_json(model_file.parent / "reference_stats.json", reference_stats(parts), indent=1)
+        write_json(model_file.parent / "gate.json", result, indent=1)
     m, r = result["model"], result["real"]
     print(f"{m['clips']} plain samples: object visible in {m['visible_frames']:.1%} of frames (gate 95%), "
           f"prompted direction in {m['direction_ok']:.1%} of clips (gate 80%) -> {'PASS' if result['passed'] else 'FAIL'}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_text
+from ..atomic import write_json, write_text
 from ..records import json_safe
 
 METRICS_KEY = "MotionPrompt metrics"
@@ -86,9 +86,8 @@ def write_report(folder: str | Path, name: str, summary: dict, records: list[dic
             f"<table>{rows}</table><ul>{notes}</ul>"
             f"<details><summary>settings</summary><pre>{html.escape(json.dumps(settings, indent=1))}</pre></details></div>")
     out = write_text(folder / f"{name}.html", page)
-    write_text(folder / f"{name}.json", json.dumps(json_safe({"summary": summary, "metrics": metrics,
-                                                               "steps": records, "settings": settings}),
-                                                    indent=1, default=str))
+    write_json(folder / f"{name}.json", json_safe({"summary": summary, "metrics": metrics, "steps": records,
+                                                    "settings": settings}), indent=1)
     return out
 
 
