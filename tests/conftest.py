@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from motionprompt.config import FlowSettings, GuidanceConfig
-from motionprompt.discriminator import build_discriminator
-from motionprompt.flow import build_flow
-from motionprompt.reference.host import DiffusersVideoHost
-from motionprompt.reference.models import tiny_model
+from motionprompt.disc.models import build_discriminator
+from motionprompt.engine.config import FlowSettings, GuidanceConfig
+from motionprompt.flow.registry import build_flow
+from motionprompt.hosts.diffusers.host import DiffusersVideoHost
+from motionprompt.hosts.diffusers.models import tiny_model
 
 
 @pytest.fixture

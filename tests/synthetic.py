@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from motionprompt.flow_lk import warp
+from motionprompt.flow.lk import warp
 
 
 def texture(size: int, seed: int = 0, batch: int = 1) -> torch.Tensor:

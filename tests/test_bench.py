@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from motionprompt.bench import PHASES, MemoryMeter
+from motionprompt.evaluation.bench import PHASES, MemoryMeter
 
 
 def test_memory_meter_sees_a_transient_allocation():
@@ -20,7 +20,7 @@ def test_memory_meter_sees_a_transient_allocation():
 
 
 def test_bench_tiny_plain_vs_guided(capsys, tmp_path):
-    from motionprompt.cli import main
+    from motionprompt.cli.main import main
 
     argv = ["bench", "--model", "tiny", "--steps", "4", "--frames", "4", "--preset", "paper", "fast",
             "--flow-size", "64", "--flow-iters", "2", "--threads", "1", "--md-out", str(tmp_path / "bench.md")]

@@ -5,10 +5,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from motionprompt import checkpoint as ck
-from motionprompt.checkpoint import CheckpointError, load_discriminator, read_metadata, save_discriminator
-from motionprompt.config import FlowSettings
-from motionprompt.discriminator import build_discriminator
+from motionprompt.disc import checkpoint as ck
+from motionprompt.disc.checkpoint import (
+    CheckpointError,
+    load_discriminator,
+    read_metadata,
+    save_discriminator,
+)
+from motionprompt.disc.models import build_discriminator
+from motionprompt.engine.config import FlowSettings
 
 FLOW = FlowSettings(backend="raft_small", size=128, iters=6)
 

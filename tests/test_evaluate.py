@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from motionprompt.checkpoint import save_discriminator
-from motionprompt.config import FlowSettings
-from motionprompt.discriminator import build_discriminator
+from motionprompt.disc.checkpoint import save_discriminator
+from motionprompt.disc.models import build_discriminator
+from motionprompt.engine.config import FlowSettings
 from motionprompt.evaluation.evaluate import Arm, Evaluation, format_summary, summarize
 from motionprompt.toy.model import save_model
 from motionprompt.toy.protocol import eval_pairs
@@ -37,7 +37,7 @@ def test_arm_specs_parse_into_preset_and_typed_overrides():
 
 
 def test_guidance_flow_always_follows_the_discriminator(files):
-    from motionprompt.checkpoint import load_discriminator
+    from motionprompt.disc.checkpoint import load_discriminator
 
     disc = load_discriminator(files[1])
     cfg = Arm.parse("fast").config(disc)  # the preset asks for RAFT at 128 px

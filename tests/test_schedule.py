@@ -1,7 +1,7 @@
 import pytest
 
-from motionprompt import schedule
-from motionprompt.config import GuidanceConfig, preset
+from motionprompt.engine import schedule
+from motionprompt.engine.config import GuidanceConfig, preset
 
 
 def test_paper_window_is_steps_4_to_14_of_25():

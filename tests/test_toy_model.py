@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from motionprompt.reference.host import DiffusersVideoHost
-from motionprompt.reference.sampler import sample
+from motionprompt.hosts.diffusers.host import DiffusersVideoHost
+from motionprompt.hosts.diffusers.sampler import sample
 from motionprompt.toy.model import ToyArch, ToyModelError, build, load_model, save_model, set_latent_stats
 from motionprompt.toy.sample import decode_latents, sample_batch
 from motionprompt.toy.train import ToyTrainConfig, ToyTrainer, train_seed

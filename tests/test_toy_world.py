@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from motionprompt.reference.tokenizer import WordTokenizer
+from motionprompt.hosts.diffusers.tokenizer import WordTokenizer
 from motionprompt.toy.model import ToyArch
 from motionprompt.toy.truth import clip_truth, colour_masks, summarize, track
 from motionprompt.toy.world import (

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from motionprompt.config import FlowSettings
-from motionprompt.corruptions import CORRUPTIONS, corrupt_clip, parse_corruptions, plan_pair
-from motionprompt.flow import build_flow
-from motionprompt.flow_cache import FlowCache
-from motionprompt.flow_dataset import DataError, build_flow_set
-from motionprompt.flow_vis import flow_to_rgb, wheel_legend
-from motionprompt.roc import binary_metrics, roc_auc
-from motionprompt.sample_clips import clips_dir
-from motionprompt.train_data import count_frames, find_clips, read_frames
-from motionprompt.trainer import augment
+from motionprompt.engine.config import FlowSettings
+from motionprompt.files.sample_clips import clips_dir
+from motionprompt.flow.colours import flow_to_rgb, wheel_legend
+from motionprompt.flow.registry import build_flow
+from motionprompt.training.clips import count_frames, find_clips, read_frames
+from motionprompt.training.corruptions import CORRUPTIONS, corrupt_clip, parse_corruptions, plan_pair
+from motionprompt.training.dataset import DataError, build_flow_set
+from motionprompt.training.flow_cache import FlowCache
+from motionprompt.training.roc import binary_metrics, roc_auc
+from motionprompt.training.trainer import augment
 
 from .clip_files import moving_texture, synthetic_real_set, write_frames, write_video
 from .synthetic import pair_with_flow, texture, translation
@@ -155,7 +155,7 @@ def test_corruption_names_parse_and_pairs_are_never_accidentally_clean():
 
 
 def _warp_error(a: np.ndarray, b: np.ndarray) -> float:
-    from motionprompt.cvflow import dis_flow
+    from motionprompt.flow.dis import dis_flow
 
     f = dis_flow(a, b)
     h, w = f.shape[:2]
@@ -165,7 +165,7 @@ def _warp_error(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _temporal_stats(frames: np.ndarray) -> dict:
-    from motionprompt.cvflow import dis_flow
+    from motionprompt.flow.dis import dis_flow
 
     pairs = list(itertools.pairwise(frames))
     same = [np.array_equal(a, b) for a, b in pairs]
@@ -185,8 +185,8 @@ def _temporal_stats(frames: np.ndarray) -> dict:
 @pytest.mark.parametrize(("clip", "start", "length"), [("bikes.mp4", 0, 28), ("bigbuckbunny.mp4", 0, 40)])
 def test_corruptions_really_corrupt_real_clips(clip, start, length):
     """DIS (OpenCV, independent of our flow) sees each corruption as worse temporal behaviour."""
-    from motionprompt.sample_clips import clip_path
-    from motionprompt.video_io import read_video
+    from motionprompt.files.sample_clips import clip_path
+    from motionprompt.files.video import read_video
 
     frames = read_video(clip_path(clip), start, length, short_side=128)
     orig = _temporal_stats(frames)

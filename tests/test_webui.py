@@ -48,7 +48,7 @@ def test_guided_animatediff_job_runs_end_to_end(webui):
 
 
 def test_api_dict_and_ui_positional_args_give_the_same_run(webui):
-    from motionprompt.webui.args import MotionPromptArgs
+    from motionprompt.hosts.webui.args import MotionPromptArgs
 
     positional = webui.ui_defaults()[webui.mp.args_from:webui.mp.args_to]
     names = MotionPromptArgs.field_names()
@@ -76,7 +76,7 @@ def _pasted_values(webui, infotext: str) -> list:
 def test_pasted_infotext_sets_every_control_and_reproduces_the_run(webui):
     """Paste = the preset's values + the listed ones: no control keeps a stale (paper) value that would then
     override the pasted preset."""
-    from motionprompt.webui.args import MotionPromptArgs
+    from motionprompt.hosts.webui.args import MotionPromptArgs
 
     args = MotionPromptArgs.from_dict({"enabled": True, "discriminator": "disc.safetensors", "preset": "fast",
                                        "lambda_tv": 0.25, "pairs": 2, "flow_backend": "lk_pyramid"})
@@ -134,7 +134,7 @@ def test_a_job_that_raised_before_postprocess_leaves_no_run_behind(webui, monkey
     """A1111 calls postprocess only when sampling returned; the next job must not inherit the dead run."""
     from modules import processing
 
-    from motionprompt.webui import run as runs
+    from motionprompt.hosts.webui import run as runs
 
     def broken_sample(self, *args, **kwargs):
         raise RuntimeError("sampler exploded")
@@ -204,8 +204,8 @@ def test_video_longer_than_one_context_window_is_guided_through_every_window(web
 def test_timestep_and_second_order_samplers(webui, monkeypatch, sampler, calls):
     """DDIM: eps -> x0 through get_pred_x0; Heun: A1111 counts total_steps = 2 * steps
     (sd_samplers_common.SamplerData.total_steps) and each step is optimized once, at its first UNet call."""
-    from motionprompt.guidance import MotionGuide
-    from motionprompt.webui import run
+    from motionprompt.engine.guidance import MotionGuide
+    from motionprompt.hosts.webui import run
 
     seen = []
     original = MotionGuide._optimize
@@ -230,7 +230,7 @@ def test_predicted_x0_is_the_hosts_own_x0(webui, sampler, batched):
     a one-call predictor would see zero uncond rows and return 7·x0)."""
     from modules import script_callbacks, shared
 
-    from motionprompt.webui.host import predictor
+    from motionprompt.hosts.webui.host import predictor
 
     shared.opts.batch_cond_uncond = batched
     mine, host = {}, {}
@@ -269,7 +269,7 @@ def test_batch_cond_uncond_off_guides_on_the_real_cfg_x0(webui, monkeypatch):
     optimizes (with the cond it returns) is exactly the host's CFG result for that step."""
     from modules import script_callbacks, shared
 
-    from motionprompt.guidance import MotionGuide
+    from motionprompt.engine.guidance import MotionGuide
 
     shared.opts.batch_cond_uncond = False
     ours, host = {}, {}
@@ -400,7 +400,7 @@ class _Boom(torch.nn.Module):
     (RuntimeError("boom"), "RuntimeError at step 2: boom"),
 ])
 def test_failure_mid_sampling_restores_animatediff_conditioning(webui, monkeypatch, exc, words):
-    from motionprompt.webui import run
+    from motionprompt.hosts.webui import run
 
     _plain_p, plain = webui.generate({"enabled": False}, AD)
     original_start = run.GuidedRun.__init__
@@ -423,7 +423,7 @@ def test_interrupt_between_inner_iterations_is_honoured(webui, monkeypatch):
     host ends sampling with its last latent (launch_sampling), and the run still reports and cleans up."""
     from modules import shared
 
-    from motionprompt.guidance import MotionGuide
+    from motionprompt.engine.guidance import MotionGuide
 
     iterations = []
     original = MotionGuide._iteration
@@ -442,7 +442,7 @@ def test_interrupt_between_inner_iterations_is_honoured(webui, monkeypatch):
     assert iterations == [(2, 0), (2, 1), (3, 0)]
     assert len(res.images) == 8
     assert p.extra_generation_params["MotionPrompt result"].startswith("2 steps x 2 it")
-    from motionprompt.webui import run
+    from motionprompt.hosts.webui import run
 
     assert not run._RUNS and not webui.errors
 
@@ -505,7 +505,7 @@ def test_loads_and_explains_without_animatediff(tmp_path):
 def test_old_webui_without_denoiser_in_callback_params_is_refused(webui, monkeypatch):
     from modules import script_callbacks
 
-    from motionprompt.webui import run
+    from motionprompt.hosts.webui import run
 
     class OldParams:  # A1111 < 1.8: CFGDenoiserParams has no `denoiser`
         def __init__(self, x, image_cond, sigma, sampling_step, total_sampling_steps, text_cond, text_uncond):
@@ -529,7 +529,7 @@ def _cell(webui, overrides: dict, mp_args):
 def test_xyz_preset_axis_moves_the_values_that_followed_the_ui_preset(webui):
     """The UI sends every advanced value; those equal to its preset's follow an XYZ Preset axis, a value the
     user changed stays an override in every cell. The API dict is read by the same rule."""
-    from motionprompt.webui.args import MotionPromptArgs
+    from motionprompt.hosts.webui.args import MotionPromptArgs
 
     names = MotionPromptArgs.field_names()
     ui = dict(zip(names, webui.ui_defaults()[webui.mp.args_from:webui.mp.args_to], strict=True))
@@ -564,9 +564,9 @@ def test_flow_settings_come_from_the_discriminator_and_a_requested_mismatch_is_r
     assert "not applied" in p.extra_generation_params["MotionPrompt result"]
     assert "trained on 'lk_pyramid' flow" in p.extra_generation_params["MotionPrompt result"]
 
-    from motionprompt.bench import BenchSettings, guidance_config
-    from motionprompt.cli import _disc_flow
-    from motionprompt.config import FlowSettings, preset
+    from motionprompt.cli.main import _disc_flow
+    from motionprompt.engine.config import FlowSettings, preset
+    from motionprompt.evaluation.bench import BenchSettings, guidance_config
 
     d = FlowSettings("lk_pyramid", 32, 2)
     assert guidance_config("fast", BenchSettings(), d).flow == d
@@ -598,8 +598,8 @@ def test_discriminator_list_default_and_paste(webui, tmp_path):
 
     from modules import infotext_utils
 
-    from motionprompt.atomic import save_safetensors
-    from motionprompt.webui import paths
+    from motionprompt.files.atomic import save_safetensors
+    from motionprompt.hosts.webui import paths
 
     root = tmp_path / "models" / "MotionPrompt"
     save_disc(tmp_path / "models", name="a_first.safetensors")
@@ -655,7 +655,7 @@ def test_result_line_measures_the_change_on_the_same_pairs(webui):
 
 
 def test_output_level_tokens_start_from_the_init_word(webui, monkeypatch):
-    from motionprompt.guidance import MotionGuide
+    from motionprompt.engine.guidance import MotionGuide
 
     sd = webui.sd_model
     monkeypatch.setattr(sd, "get_learned_conditioning", lambda prompts: sd.cond_stage_model(prompts) * 1.1)

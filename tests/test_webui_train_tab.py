@@ -2,7 +2,7 @@
 
 import pytest
 
-from motionprompt.sample_clips import clips_dir
+from motionprompt.files.sample_clips import clips_dir
 
 from .webui_host import WebUI
 
@@ -37,7 +37,7 @@ def _args(real, out="tab_disc", steps=40, resume=False, overwrite=False):
 def test_tab_builds_trains_and_the_file_appears_in_the_txt2img_dropdown(webui, tmp_path):
     from modules import call_queue, script_callbacks, shared
 
-    from motionprompt.webui import train_tab, widgets
+    from motionprompt.hosts.webui import train_tab, widgets
 
     tabs = script_callbacks.ui_tabs_callback()
     assert [(title, elem) for _b, title, elem in tabs] == [("MotionPrompt", "motionprompt_train")]
@@ -64,8 +64,8 @@ def test_tab_builds_trains_and_the_file_appears_in_the_txt2img_dropdown(webui, t
 
 
 def test_interrupt_then_resume_continues_from_the_saved_step(webui, monkeypatch):
-    from motionprompt.checkpoint import read_metadata
-    from motionprompt.webui import paths, train_tab
+    from motionprompt.disc.checkpoint import read_metadata
+    from motionprompt.hosts.webui import paths, train_tab
 
     original = train_tab.TrainJob._progress
 
@@ -85,7 +85,7 @@ def test_interrupt_then_resume_continues_from_the_saved_step(webui, monkeypatch)
 
 
 def test_bad_settings_are_reported_not_raised(webui):
-    from motionprompt.webui import train_tab
+    from motionprompt.hosts.webui import train_tab
 
     args = _args(webui.real)
     args[0] = ""  # no real videos
@@ -102,7 +102,7 @@ def test_bad_settings_are_reported_not_raised(webui):
 
 
 def test_a_second_click_while_training_does_not_start_a_second_run(webui):
-    from motionprompt.webui import paths, train_tab
+    from motionprompt.hosts.webui import paths, train_tab
 
     assert train_tab._RUNNING.acquire(blocking=False)  # as if a run were going
     try:
@@ -135,8 +135,8 @@ def test_default_generated_folder_counts_each_animatediff_video_once(webui, tmp_
     (GIF + PNG frames). Each must be one clip: counted once, and never in training and validation at once."""
     from modules import shared
 
-    from motionprompt.train_data import find_clips
-    from motionprompt.webui import train_tab
+    from motionprompt.hosts.webui import train_tab
+    from motionprompt.training.clips import find_clips
 
     shared.opts.data["outdir_txt2img_samples"] = str(tmp_path / "outputs" / "txt2img-images")
     default = train_tab.default_fake_dir()

@@ -25,7 +25,7 @@ def ui_env(tmp_path):
 def _build(tab):
     import gradio as gr
 
-    from motionprompt.webui import ui, widgets
+    from motionprompt.hosts.webui import ui, widgets
 
     with gr.Blocks() as blocks:
         controls, infotext = ui.build(tab, widgets.list_discriminators, widgets.refresh_button, widgets.accordion,
@@ -34,7 +34,7 @@ def _build(tab):
 
 
 def test_accordion_controls_follow_the_args_order_with_unique_ids(ui_env):
-    from motionprompt.webui.args import MotionPromptArgs
+    from motionprompt.hosts.webui.args import MotionPromptArgs
 
     _b, txt, info = _build("txt2img")
     _b, img, _ = _build("img2img")
@@ -54,7 +54,7 @@ def test_accordion_controls_follow_the_args_order_with_unique_ids(ui_env):
 
 
 def test_preset_radio_rewrites_the_advanced_controls(ui_env):
-    from motionprompt.webui import ui
+    from motionprompt.hosts.webui import ui
 
     fast = ui.preset_values("fast")
     paper = ui.preset_values("paper")
@@ -80,7 +80,7 @@ def test_preset_rewrite_fires_on_user_input_only(ui_env):
 
 
 def test_discriminator_list_and_refresh(ui_env):
-    from motionprompt.webui import widgets
+    from motionprompt.hosts.webui import widgets
 
     assert widgets.list_discriminators() == []  # creates the folder
     (ui_env / "sub").mkdir()
@@ -94,7 +94,7 @@ def test_discriminator_list_and_refresh(ui_env):
 
 
 def test_status_line_says_why_guidance_is_unavailable(ui_env, monkeypatch):
-    from motionprompt.webui import widgets
+    from motionprompt.hosts.webui import widgets
 
     monkeypatch.delitem(sys.modules, "scripts.animatediff_mm", raising=False)
     assert "Install sd-webui-animatediff" in widgets.status_line()

@@ -36,8 +36,8 @@ def test_cond_only_rows_give_the_full_batch_x0_and_gradient_in_float64(webui, cl
     hooked forward, for x0_mode cond and cfg (float64, so any difference is a real one)."""
     from modules import script_callbacks
 
-    from motionprompt.webui.host import predictor
-    from motionprompt.webui.unet_path import UNetPath
+    from motionprompt.hosts.webui.host import predictor
+    from motionprompt.hosts.webui.unet_path import UNetPath
 
     seen = {}
 
@@ -80,7 +80,7 @@ def test_cond_only_rows_give_the_full_batch_x0_and_gradient_in_float64(webui, cl
 
 
 def _token_trail(webui, monkeypatch, prompt):
-    from motionprompt.guidance import MotionGuide
+    from motionprompt.engine.guidance import MotionGuide
 
     trail = []
     original = MotionGuide._optimize
@@ -154,7 +154,7 @@ def test_inner_loop_never_runs_uncond_rows_with_gradients_and_uncond_once_per_st
 
 
 def test_full_batch_only_where_required():
-    from motionprompt.webui import unet_path
+    from motionprompt.hosts.webui import unet_path
 
     class ControlNet:
         latest_network = object()

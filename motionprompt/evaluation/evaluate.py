@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..records import json_safe
+from ..engine.records import json_safe
 from .paired import kept_fraction, paired_stats
 
 # metric -> higher is better?
@@ -57,8 +57,8 @@ class Arm:
         return cls(name.strip(), preset_name.strip() or name.strip(), overrides)
 
     def config(self, disc):
-        from ..config import preset
-        from ..flow_policy import resolve_flow
+        from ..engine.config import preset
+        from ..flow.policy import resolve_flow
 
         flat = {k: v for k, v in self.overrides.items() if not k.startswith("flow.")}
         cfg = preset(self.preset, **flat)
@@ -84,9 +84,9 @@ def _parse_value(v: str):
 def clip_metrics(frames: np.ndarray, prompt: str, discs: dict, flows: dict) -> dict:
     import cv2
 
-    from ..metrics import disc_score, video_metrics
     from ..toy.truth import clip_truth
     from .flowstats import flow_features
+    from .metrics import disc_score, video_metrics
 
     out = {}
     for name, disc in discs.items():
@@ -166,22 +166,22 @@ class Evaluation:
                 "seeds": self.n_seeds, "steps": self.steps, "cfg_scale": self.cfg_scale}
 
     def _save_rows(self) -> None:
-        from ..atomic import write_json
+        from ..files.atomic import write_json
 
         write_json(self.rows_path, json_safe({"setup": self.setup(), "rows": self.rows}), indent=None)
 
     def run(self, progress=None, stop=lambda: False) -> dict:
         import torch
 
-        from ..checkpoint import load_discriminator
-        from ..flow import build_flow
-        from ..guidance import MotionGuide
-        from ..reference.host import DiffusersVideoHost
-        from ..reference.sampler import sample
+        from ..disc.checkpoint import load_discriminator
+        from ..engine.guidance import MotionGuide
+        from ..files.video import save_gif
+        from ..flow.registry import build_flow
+        from ..hosts.diffusers.host import DiffusersVideoHost
+        from ..hosts.diffusers.sampler import sample
         from ..toy.model import SHIPPED, load_model
         from ..toy.protocol import eval_pairs, seeds
         from ..toy.sample import real_clip
-        from ..video_io import save_gif
 
         parts = load_model(SHIPPED if self.model_path == "toy" else self.model_path)
         vm = parts.video_model()
@@ -225,7 +225,7 @@ class Evaluation:
         real_feats = [flow_features(c).tolist() for c in real]
         summary = summarize(self.rows, list(configs), real_feats)
         summary["setup"] = self.setup()
-        from ..atomic import write_json
+        from ..files.atomic import write_json
 
         write_json(self.out / "summary.json", summary, indent=1)
         from .report import write_report

@@ -20,8 +20,8 @@ def flow_features(frames: np.ndarray) -> np.ndarray:
     """uint8 [F, H, W, 3] -> float vector in ``FEATURES`` order (speeds in px of a 64-px short side)."""
     import cv2
 
-    from ..cvflow import dis_flow
-    from ..metrics import warp
+    from ..flow.dis import dis_flow
+    from .metrics import warp
 
     video = np.asarray(frames)
     h, w = video.shape[1:3]

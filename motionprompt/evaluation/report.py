@@ -50,7 +50,7 @@ def _diff_figure(rows: list[dict], arms: list[str]) -> bytes:
 
 
 def write_report(out: Path, summary: dict, rows: list[dict]) -> Path:
-    from ..atomic import atomic_write, write_text
+    from ..files.atomic import atomic_write, write_text
 
     out = Path(out)
     arms = list(summary["arms"])

@@ -53,8 +53,8 @@ def grid_clip(clips: list[np.ndarray], cols: int = 4) -> np.ndarray:
 
 def write_card(folder: Path, meta: dict, arch: dict, gate: dict, captions: list[str], clips: list[np.ndarray],
                train_csv: Path | None = None) -> Path:
-    from ..atomic import atomic_write, write_text
-    from ..video_io import save_gif
+    from ..files.atomic import atomic_write, write_text
+    from ..files.video import save_gif
 
     folder = Path(folder)
     save_gif(np.repeat(np.repeat(grid_clip(clips), 2, axis=1), 2, axis=2), folder / "samples.gif", fps=8)

@@ -26,8 +26,8 @@ def shipped_files() -> dict[str, Path]:
 
 def side_by_side(plain: np.ndarray, guided: np.ndarray, zoom: int = 4) -> np.ndarray:
     """[F, H, W, 3] x 2 -> one clip: frames on top, flow colour maps (t -> t+1, one scale) below."""
-    from ..cvflow import dis_flow
-    from ..flow_vis import flow_to_rgb
+    from ..flow.colours import flow_to_rgb
+    from ..flow.dis import dis_flow
 
     flows = {k: [dis_flow(np.kron(c[i], np.ones((2, 2, 1), np.uint8)), np.kron(c[i + 1], np.ones((2, 2, 1), np.uint8)))
                  for i in range(len(c) - 1)] for k, c in (("plain", plain), ("guided", guided))}
@@ -49,7 +49,7 @@ def side_by_side(plain: np.ndarray, guided: np.ndarray, zoom: int = 4) -> np.nda
 def run_toy_demo(out: str | Path = "outputs/demo", prompts: int = 4, steps: int = 25, cfg_scale: float = 5.0,
                  log=print) -> dict:
     from ..evaluation.evaluate import Arm, Evaluation, format_summary
-    from ..video_io import load_gif, save_gif
+    from ..files.video import load_gif, save_gif
 
     missing = [f"{name} ({path})" for name, path in shipped_files().items() if not path.is_file()]
     if missing:
@@ -72,7 +72,7 @@ def run_toy_demo(out: str | Path = "outputs/demo", prompts: int = 4, steps: int 
     intro = ("<h2>Same seed, plain | guided</h2><p>Top: frames; bottom: DIS flow t&rarr;t+1 (hue = direction, "
              "saturation = speed, one scale per pair). Prompts: " + "; ".join(html.escape(p) for p in prompts_used)
              + "</p>" + "".join(f"<img src='{n}' width=272> " for n in names))
-    from ..atomic import write_text
+    from ..files.atomic import write_text
 
     write_text(out / "report.html", report.replace("<h2>", intro + "<h2>", 1))
     log(format_summary(summary))

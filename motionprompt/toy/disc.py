@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import FlowSettings
+from ..engine.config import FlowSettings
 from .protocol import ROLES, caption_split, seeds
 
 ROLE_SEED = {"guide": 0, "independent": 1}
@@ -25,7 +25,7 @@ TOY_FLOW = FlowSettings(backend="lk_pyramid", size=64, iters=6)  # 32-px clips, 
 def _write_frames(clip: np.ndarray, folder: Path) -> None:
     from PIL import Image
 
-    from ..atomic import atomic_write
+    from ..files.atomic import atomic_write
 
     folder.mkdir(parents=True, exist_ok=True)
     for i, frame in enumerate(clip):
@@ -78,9 +78,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..flow_dataset import DataError
-    from ..train_cli import ProgressPrinter
-    from ..trainer import TrainConfig, TrainError, train_discriminator
+    from ..cli.train import ProgressPrinter
+    from ..training.dataset import DataError
+    from ..training.trainer import TrainConfig, TrainError, train_discriminator
 
     data = Path(args.data)
     out = args.out or str(data / f"{args.role}.safetensors")

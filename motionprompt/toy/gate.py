@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..video_io import save_gif
+    from ..files.video import save_gif
     from .model import SHIPPED, ToyModelError, load_model
 
     try:
@@ -62,10 +62,10 @@ def run(args) -> int:
     result, clips, caps = check(parts, args.per_caption, args.steps, args.cfg)
     result["model_meta"] = parts.meta
     out = Path(args.out)
-    from ..atomic import write_json, write_text
+    from ..files.atomic import write_json, write_text
 
     write_json(out / "gate.json", result, indent=1)
-    from ..plot_png import save_png
+    from ..files.plots import save_png
 
     picks = list(range(0, len(clips), max(1, len(clips) // 8)))[:8]
     for i in picks:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ..reference.models import VideoModel, ddim_scheduler
-from ..reference.tokenizer import WordTokenizer
+from ..hosts.diffusers.models import VideoModel, ddim_scheduler
+from ..hosts.diffusers.tokenizer import WordTokenizer
 
 FORMAT = "motionprompt-toy-video-model"
 SHIPPED = Path(__file__).with_name("weights") / "toy_model.safetensors"
@@ -124,7 +124,7 @@ def load_tensors(parts: ToyParts, tensors: dict[str, torch.Tensor], prefix: str 
 
 def save_model(parts: ToyParts, path: str | os.PathLike, meta: dict | None = None,
                dtype: torch.dtype = torch.float16) -> Path:
-    from ..atomic import save_safetensors
+    from ..files.atomic import save_safetensors
 
     metadata = {"format": FORMAT, "arch": json.dumps(parts.arch.to_dict()), "meta": json.dumps(meta or parts.meta)}
     return save_safetensors(state_tensors(parts, dtype), metadata, path)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..reference.tokenizer import layout
+from ..hosts.diffusers.tokenizer import layout
 from .model import ToyParts
 from .world import LEVELS, WorldSpec, parse_caption, render, with_caption
 
@@ -38,7 +38,7 @@ def encode_prompts(parts: ToyParts, prompts: list[str]) -> torch.Tensor:
 def sample_batch(parts: ToyParts, prompts: list[str], seeds: list[int], steps: int = DEFAULT_STEPS,
                  cfg_scale: float = DEFAULT_CFG) -> np.ndarray:
     """uint8 [B, F, H, W, 3] of plain DDIM + CFG samples."""
-    from ..reference.models import ddim_scheduler
+    from ..hosts.diffusers.models import ddim_scheduler
 
     sched = ddim_scheduler()
     sched.set_timesteps(steps)

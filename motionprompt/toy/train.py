@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..reference.tokenizer import layout
+from ..hosts.diffusers.tokenizer import layout
 from .model import ToyArch, ToyParts, build, load_tensors, save_model, set_latent_stats, state_tensors
 from .world import LEVELS, render, sample_scene
 
@@ -107,7 +107,7 @@ class ToyTrainer:
         self.history: list[dict] = []
         self.ema: dict[str, torch.Tensor] = {}
         self.seconds = 0.0
-        from ..reference.models import ddim_scheduler
+        from ..hosts.diffusers.models import ddim_scheduler
 
         self.alphas_cumprod = ddim_scheduler().alphas_cumprod.float()
         if self.state_path.is_file():
@@ -122,7 +122,7 @@ class ToyTrainer:
         return out
 
     def save(self) -> None:
-        from ..atomic import save_safetensors
+        from ..files.atomic import save_safetensors
 
         tensors = {f"raw.{k}": v.float() if v.is_floating_point() else v for k, v in state_tensors(self.parts).items()}
         tensors.update({f"ema.{k}": v.detach().to(torch.float16).contiguous() for k, v in self.ema.items()})
@@ -161,7 +161,7 @@ class ToyTrainer:
         self.log(f"resumed {self.state_path}: phase {self.phase}, vae step {self.vae_step}, unet step {self.step}")
 
     def _write_csv(self) -> None:
-        from ..atomic import write_text
+        from ..files.atomic import write_text
 
         if not self.history:
             return

@@ -1,0 +1,247 @@
+"""One generation's MotionPrompt guidance: learnable tokens, the inner loop, and what cond to use.
+
+``MotionGuide.conditioning(step, total, predict_x0)`` is the single entry point a host's sampler
+calls once per sampling step. It returns the conditioning to use for that step, or ``None`` for
+"use your own", and never raises for a failure inside guidance: it records why, frees memory and
+disables itself so the user's generation finishes unguided.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from ..disc.checkpoint import Discriminator
+from ..flow.registry import FlowEstimator
+from . import schedule
+from .config import GuidanceConfig
+from .host import GuidanceHost, PredictX0
+from .judge import decode_pairs, pair_flow
+from .losses import total_loss
+
+log = logging.getLogger("motionprompt")
+
+
+@dataclass
+class IterationRecord:
+    total: float
+    disc: float
+    tv: float
+    drift: float
+    d_score: float
+    grad_norm: float
+    pairs: list
+    skipped: str | None = None
+
+
+@dataclass
+class StepRecord:
+    step: int
+    total_steps: int
+    iterations: list[IterationRecord] = field(default_factory=list)
+    seconds: float = 0.0
+    times: dict[str, float] = field(default_factory=dict)
+    peak_mem_bytes: int | None = None
+    status: str = "ok"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class GuidanceInterrupted(Exception):
+    pass
+
+
+class _Timer:
+    """Adds wall time per phase; with ``sync`` it waits for CUDA so the split is real."""
+
+    def __init__(self, times: dict, sync: bool):
+        self.times, self.sync = times, sync and torch.cuda.is_available()
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        if self.sync:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.sync:
+                torch.cuda.synchronize()
+            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t0
+
+
+class MotionGuide:
+    def __init__(
+        self,
+        cfg: GuidanceConfig,
+        host: GuidanceHost,
+        flow: FlowEstimator,
+        discriminator: Discriminator | nn.Module,
+        device: torch.device | str | None = None,
+    ):
+        self.cfg = cfg.validate()
+        self.host = host
+        self.flow = flow
+        if isinstance(discriminator, Discriminator):
+            discriminator.check_flow(cfg.flow)
+            discriminator = discriminator.model
+        self.disc = discriminator.eval().requires_grad_(False)
+        if flow.settings.backend != cfg.flow.backend:
+            raise ValueError(f"flow estimator is {flow.settings.backend!r} but settings ask for {cfg.flow.backend!r}")
+        init = host.embed_init(cfg.init_word, cfg.n_tokens).detach()
+        self.device = torch.device(device) if device is not None else init.device
+        self.tokens0 = init.to(self.device, torch.float32).clone()
+        self.tokens = self.tokens0.clone().requires_grad_(True)
+        self.records: list[StepRecord] = []
+        self.disabled: str | None = None
+        self._cond_opt: torch.Tensor | None = None
+        self._cond_init: torch.Tensor | None = None
+        # called as observe(step, predict_x0) after each optimized step (demo / bench measurements)
+        self.observers: list[Callable[[int, PredictX0], None]] = []
+
+    # ------------------------------------------------------------------ public
+    def conditioning(self, step: int, total_steps: int, predict_x0: PredictX0) -> torch.Tensor | None:
+        if self.disabled:
+            return None
+        phase = schedule.phase(self.cfg, step, total_steps)
+        try:
+            if phase == "before":
+                return self._init_cond() if self.cfg.cond_before == "init_tokens" else None
+            if schedule.optimizes(self.cfg, step, total_steps):
+                self._optimize(step, total_steps, predict_x0)
+                for observe in self.observers:
+                    observe(step, predict_x0)
+            if phase == "window":
+                return self._cond_opt
+            return self._cond_opt if self.cfg.cond_after == "optimized" else None
+        except GuidanceInterrupted:
+            return self._cond_opt if phase == "window" else None
+        except Exception as exc:  # never break the user's generation
+            self._fail(step, exc)
+            return None
+
+    def summary(self) -> dict:
+        """What a host logs / writes into infotext after the run."""
+        done = [r for r in self.records if r.iterations]
+        first = [r.iterations[0].d_score for r in done]
+        last = [r.iterations[-1].d_score for r in done]
+        tv_first = [r.iterations[0].tv for r in done]
+        tv_last = [r.iterations[-1].tv for r in done]
+        peaks = [r.peak_mem_bytes for r in self.records if r.peak_mem_bytes is not None]
+        return {
+            "steps_guided": len(done),
+            "iterations": sum(len(r.iterations) for r in done),
+            "d_score_first": sum(first) / len(first) if first else None,
+            "d_score_last": sum(last) / len(last) if last else None,
+            "tv_first": sum(tv_first) / len(tv_first) if tv_first else None,
+            "tv_last": sum(tv_last) / len(tv_last) if tv_last else None,
+            "seconds": sum(r.seconds for r in self.records),
+            "peak_mem_bytes": max(peaks) if peaks else None,
+            "token_drift": float((self.tokens.detach() - self.tokens0).norm()),
+            "disabled": self.disabled,
+        }
+
+    # ------------------------------------------------------------------ internals
+    def _init_cond(self) -> torch.Tensor:
+        if self._cond_init is None:
+            with torch.no_grad():
+                self._cond_init = self.host.encode(self.tokens0).detach()
+        return self._cond_init
+
+    def _fail(self, step: int, exc: BaseException) -> None:
+        if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+            reason = f"out of memory at step {step}; try fewer frame pairs or inner iterations (CLI: the low_vram preset)"
+        else:
+            reason = f"{type(exc).__name__} at step {step}: {exc}"
+        self.disabled = reason
+        if self.records and self.records[-1].step == step:
+            self.records[-1].status = f"error: {reason}"
+        self._cond_opt = None
+        log.warning("MotionPrompt guidance disabled, sampling continues without it: %s", reason)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _autocast(self):
+        mode = self.cfg.unet_autocast
+        if mode == "none":
+            return contextlib.nullcontext()
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[mode]
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=dtype)
+        if self.device.type == "cpu" and dtype == torch.bfloat16:
+            return torch.autocast("cpu", dtype=dtype)
+        return contextlib.nullcontext()  # fp16 autocast on CPU is slow and lossy: ignore it
+
+    def _optimize(self, step: int, total_steps: int, predict_x0: PredictX0) -> None:
+        cfg = self.cfg
+        record = StepRecord(step, total_steps)
+        self.records.append(record)
+        timer = _Timer(record.times, cfg.sync_timing)
+        cuda = self.device.type == "cuda" and torch.cuda.is_available()
+        t0 = time.perf_counter()
+        opt = torch.optim.Adam([self.tokens], lr=cfg.lr) if cfg.optimizer == "adam" else None
+        try:
+            for it in range(cfg.inner_iters):
+                if self.host.interrupted():
+                    record.status = "interrupted"
+                    raise GuidanceInterrupted
+                record.iterations.append(self._iteration(step, it, predict_x0, opt, timer))
+        finally:
+            self.tokens.grad = None
+            record.seconds = time.perf_counter() - t0
+            if cuda:
+                record.peak_mem_bytes = int(torch.cuda.max_memory_allocated(self.device))
+        with timer("encode"), torch.no_grad():
+            self._cond_opt = self.host.encode(self.tokens.detach()).detach()
+        record.seconds = time.perf_counter() - t0
+
+    def _iteration(self, step: int, it: int, predict_x0: PredictX0, opt, timer: _Timer) -> IterationRecord:
+        cfg = self.cfg
+        with torch.enable_grad():
+            with timer("encode"):
+                cond = self.host.encode(self.tokens)
+            with timer("unet_forward"), self._autocast():
+                x0 = predict_x0(cond)
+            pairs = schedule.sample_pairs(cfg, x0.shape[0], step, it)
+            with timer("vae_decode"):
+                a, b = decode_pairs(self.host, x0, pairs)
+            with timer("flow"), torch.autocast(self.device.type, enabled=False):
+                flow = pair_flow(self.flow, a, b)
+            with timer("discriminator"), torch.autocast(self.device.type, enabled=False):
+                logits = self.disc(flow)
+                terms = total_loss(
+                    logits, flow, self.tokens, self.tokens0, cfg.lambda_disc, cfg.lambda_tv, cfg.lambda_drift, cfg.disc_loss
+                )
+            with timer("backward"):
+                (grad,) = torch.autograd.grad(terms.total, [self.tokens])
+        del cond, x0, a, b, flow, logits
+        grad_norm = float(grad.norm())
+        values = {k: float(getattr(terms, k).detach()) for k in ("total", "disc", "tv", "drift", "d_score")}
+        rec = IterationRecord(**values, grad_norm=grad_norm, pairs=[list(p) for p in pairs])
+        if not all(map(_finite, [*values.values(), grad_norm])):
+            rec.skipped = "non-finite loss or gradient"
+            return rec
+        with timer("optimizer"), torch.no_grad():
+            if cfg.grad_clip > 0 and grad_norm > cfg.grad_clip:
+                grad = grad * (cfg.grad_clip / grad_norm)
+            if opt is not None:
+                self.tokens.grad = grad
+                opt.step()
+                self.tokens.grad = None
+            elif grad_norm > 0:  # normalized SGD: a step of lr * |T0| whatever the gradient's size
+                scale = self.tokens0.norm(dim=-1).mean()
+                self.tokens -= cfg.lr * scale * grad / grad_norm
+        return rec
+
+
+def _finite(v: float) -> bool:
+    return v == v and v not in (float("inf"), float("-inf"))

@@ -1,0 +1,221 @@
+"""One args object for the generation feature: UI values, API dicts, infotext and XYZ overrides.
+
+Pure Python on purpose (no ``modules``, no gradio): the UI builds its controls from ``FIELDS``, the
+script turns whatever the host hands it (positional UI values, one API dict, XYZ overrides) into a
+``MotionPromptArgs``, and that object alone produces the engine config and the infotext.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+
+from ...engine.config import PRESETS, FlowSettings, GuidanceConfig, preset
+from ...flow.policy import resolve_flow
+
+INFOTEXT_KEY = "MotionPrompt"
+RESULT_KEY = "MotionPrompt result"
+TOKEN_LEVELS = ("auto", "input", "output")
+FLOW_AUTO = "from discriminator"  # the UI's way of saying "the backend the discriminator was trained on"
+#: presets the WebUI offers. low_vram is left out: its savings are fp16 autocast (the WebUI already samples
+#: in its own precision) and gradient checkpointing (not wired to the ldm UNet), so in the WebUI it would
+#: only be "K=2" under a name that promises memory savings.
+WEBUI_PRESETS = ("paper", "fast")
+#: settings the engine has but the WebUI does not offer, with the reason an API caller gets
+NOT_IN_WEBUI = {
+    "grad_checkpointing": "gradient checkpointing is not available in the WebUI (the ldm UNet is not checkpointed); "
+                          "use the paper/fast presets, fewer frame pairs or a smaller flow size",
+    "unet_autocast": "the WebUI samples in its own precision (--no-half / --precision); MotionPrompt follows it",
+}
+#: engine settings a preset decides; an explicit value equal to the preset's is not an override
+PRESET_FIELDS = ("n_tokens", "init_word", "inner_iters", "lr", "optimizer", "window_start", "window_end", "every_k",
+                 "pairs", "gap_min", "gap_max", "lambda_disc", "lambda_tv", "lambda_drift", "disc_loss", "x0_mode",
+                 "cond_after")
+
+
+@dataclass
+class MotionPromptArgs:
+    """The one rule for "preset vs explicit values" (UI, API, infotext paste and XYZ alike): a value in
+    ``PRESET_FIELDS`` that equals what the preset gives is *not* an override (stored as None, follows the
+    preset); a value that differs is an override and wins over any preset, including one an XYZ axis sets.
+    The UI always sends every advanced value, so this is what lets a Preset axis change them."""
+
+    enabled: bool = False
+    discriminator: str = ""  # file name inside the MotionPrompt models folder (or an absolute path)
+    preset: str = "paper"
+    # engine settings; None = take the preset's value
+    n_tokens: int | None = None
+    init_word: str | None = None
+    inner_iters: int | None = None
+    lr: float | None = None
+    optimizer: str | None = None
+    window_start: float | None = None
+    window_end: float | None = None
+    every_k: int | None = None
+    pairs: int | None = None
+    gap_min: int | None = None
+    gap_max: int | None = None
+    lambda_disc: float | None = None
+    lambda_tv: float | None = None
+    lambda_drift: float | None = None
+    disc_loss: str | None = None
+    x0_mode: str | None = None
+    cond_after: str | None = None
+    flow_backend: str | None = None  # None = the backend the discriminator was trained on
+    flow_size: int | None = None  # None = the discriminator's own
+    flow_iters: int | None = None  # None = the discriminator's own
+    seed: int = -1  # frame-pair sampler seed; -1 = the generation's seed
+    token_level: str = "auto"  # "input" (through CLIP, as textual inversion), "output", or auto-fallback
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: dict) -> MotionPromptArgs:
+        """API/infotext dict -> args. Unknown keys are an error: a typo must not silently do nothing."""
+        names = set(cls.field_names())
+        aliases = {"enable": "enabled", "model": "discriminator", "disc": "discriminator"}
+        clean = {}
+        for key, value in data.items():
+            key = aliases.get(key, key)
+            if key in NOT_IN_WEBUI:
+                raise ValueError(f"MotionPrompt argument {key!r}: {NOT_IN_WEBUI[key]}")
+            if key not in names:
+                raise ValueError(f"unknown MotionPrompt argument {key!r}; known: {sorted(names)}")
+            clean[key] = value
+        return cls(**clean).coerced()
+
+    @classmethod
+    def from_script_args(cls, args: tuple | list) -> MotionPromptArgs:
+        """What ``Script.process(p, *args)`` receives: UI values in ``FIELDS`` order, or one API dict.
+
+        The API copies its list into the first slots and leaves the UI defaults in the rest, so a
+        dict in the first slot is the whole request.
+        """
+        if not args:
+            return cls()
+        if isinstance(args[0], dict):
+            return cls.from_dict(args[0])
+        if isinstance(args[0], MotionPromptArgs):
+            return dataclasses.replace(args[0])
+        names = cls.field_names()
+        if len(args) > len(names):
+            raise ValueError(f"MotionPrompt got {len(args)} positional values, expected at most {len(names)}")
+        return cls(**dict(zip(names, args, strict=False))).coerced()
+
+    def with_overrides(self, overrides: dict | None) -> MotionPromptArgs:
+        """XYZ-plot overrides (written onto ``p`` by the axis apply functions) win over UI values. A Preset
+        axis moves every value that followed the UI's preset; explicit values stay."""
+        if not overrides:
+            return self
+        return dataclasses.replace(self, **overrides).coerced()
+
+    def coerced(self) -> MotionPromptArgs:
+        """Gradio hands numbers back as floats and dropdowns as strings; API users send anything."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or (value == "" and f.name not in ("discriminator", "init_word")):
+                setattr(self, f.name, None if f.default is None else f.default)
+                continue
+            kind = _kind(f)
+            try:
+                if kind is bool:
+                    value = value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
+                elif kind is int:
+                    value = round(float(value))
+                elif kind is float:
+                    value = float(value)
+                else:
+                    value = str(value)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"MotionPrompt argument {f.name}={value!r}: {exc}") from exc
+            setattr(self, f.name, value)
+        if not self.flow_size:  # 0 = auto in the UI
+            self.flow_size = None
+        if not self.flow_iters:
+            self.flow_iters = None
+        if self.flow_backend == FLOW_AUTO:
+            self.flow_backend = None
+        if self.preset not in WEBUI_PRESETS:
+            why = " (its savings do not exist in the WebUI)" if self.preset == "low_vram" else ""
+            raise ValueError(f"unknown MotionPrompt preset {self.preset!r}{why}; choose from {list(WEBUI_PRESETS)}")
+        if self.token_level not in TOKEN_LEVELS:
+            raise ValueError(f"token_level must be one of {TOKEN_LEVELS}")
+        implied = self.preset_values(self.preset)
+        for name in PRESET_FIELDS:
+            if getattr(self, name) == implied[name]:
+                setattr(self, name, None)
+        return self
+
+    # ------------------------------------------------------------------ engine config
+    def engine_config(self, generation_seed: int, disc_flow: FlowSettings | None) -> tuple[GuidanceConfig, list[str]]:
+        """Preset + explicit values; flow by the engine's policy (``flow_policy.resolve_flow``). Returns the
+        config and the notes a user-requested flow mismatch produces."""
+        overrides = {name: getattr(self, name) for name in PRESET_FIELDS if getattr(self, name) is not None}
+        overrides["seed"] = generation_seed if self.seed < 0 else self.seed
+        cfg = preset(self.preset, **overrides)
+        choice = resolve_flow(disc_flow, cfg.flow, self.flow_backend, self.flow_size, self.flow_iters)
+        cfg.flow = choice.settings
+        cfg.unet_autocast, cfg.grad_checkpointing = "none", False  # see NOT_IN_WEBUI
+        return cfg.validate(), choice.notes
+
+    # ------------------------------------------------------------------ infotext
+    def to_infotext(self) -> str:
+        """``key: value, ...``: discriminator, preset and the explicit values only (short, like adetailer).
+        Pasting it back expands it with ``paste_values``."""
+        defaults = MotionPromptArgs()
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "enabled" or value is None:
+                continue
+            if f.name in ("discriminator", "preset") or value != getattr(defaults, f.name):
+                parts.append(f"{f.name}: {_format(value)}")
+        return ", ".join(parts)
+
+    @staticmethod
+    def preset_values(name: str) -> dict:
+        """The value every field in ``PRESET_FIELDS`` takes under a preset."""
+        cfg = GuidanceConfig.from_dict(PRESETS[name])
+        return {k: v for k, v in cfg.to_dict().items() if k in PRESET_FIELDS}
+
+    @classmethod
+    def ui_values(cls, name: str) -> dict:
+        """Every advanced control's value under a preset (what the Preset radio writes into them)."""
+        return {**cls.preset_values(name), "flow_backend": FLOW_AUTO, "flow_size": 0, "flow_iters": 0, "seed": -1,
+                "token_level": "auto"}
+
+    @classmethod
+    def parse_infotext(cls, text: str) -> dict:
+        """Inverse of ``to_infotext``: a dict of field -> string, unknown fields dropped."""
+        names = set(cls.field_names())
+        out = {}
+        for item in text.split(", "):
+            key, sep, value = item.partition(": ")
+            if sep and key.strip() in names:
+                out[key.strip()] = value.strip()
+        return out
+
+    @classmethod
+    def paste_values(cls, text: str) -> dict:
+        """What a pasted infotext puts into *every* control: the preset's values, then the listed ones. A
+        field left as it was would otherwise become an explicit override of the pasted preset."""
+        listed = cls.parse_infotext(text)
+        name = listed.get("preset", "paper")
+        base = cls.ui_values(name if name in WEBUI_PRESETS else "paper")
+        return {**{k: str(v) for k, v in base.items()}, **listed}
+
+
+def _kind(f) -> type:
+    text = str(f.type)
+    for name, kind in (("bool", bool), ("int", int), ("float", float)):
+        if text.startswith(name):
+            return kind
+    return str
+
+
+def _format(value) -> str:
+    """Commas and ': ' would break the ``key: value, ...`` list; file names may contain them."""
+    return str(value).replace(",", " ").replace(": ", " ")

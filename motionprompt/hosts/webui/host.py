@@ -1,0 +1,98 @@
+"""``GuidanceHost`` over A1111's live objects, and the per-step x0 predictor from a CFG callback.
+
+The inner loop runs the UNet on the cond rows only where AnimateDiff's computation allows it
+(``unet_path``), else on the full ``[cond rows; uncond rows]`` batch exactly as the sampler calls it.
+``get_pred_x0`` turns the output into x0 for both sampler families (identity for k-diffusion,
+eps -> x0 for DDIM-like samplers).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...engine.host import PredictX0
+from . import animatediff
+from .unet_path import UNetPath, choose, cond_rows_forward
+
+
+class WebUIHost:
+    def __init__(self, sd_model, encoder, state=None):
+        self.sd_model = sd_model
+        self.encoder = encoder
+        self.state = state  # shared.state: interrupted / skipped
+
+    def embed_init(self, word: str, n_tokens: int) -> torch.Tensor:
+        return self.encoder.embed_init(word, n_tokens)
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.encoder.encode(tokens)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Differentiable VAE decode (``decode_first_stage`` is decorated with ``no_grad`` in ldm)."""
+        from modules import devices
+
+        vae = self.sd_model.first_stage_model
+        return vae.decode(latents.to(devices.dtype_vae) / self.sd_model.scale_factor)
+
+    def interrupted(self) -> bool:
+        return bool(self.state is not None and (self.state.interrupted or self.state.skipped))
+
+
+def predictor(params, cfg_scale: float, x0_mode: str, frames: int | None = None,
+              batch_cond_uncond: bool = True, path: UNetPath | None = None) -> PredictX0:
+    """cond rows [B, T, D] -> x0 of the first ``frames`` frames [F, C, h, w] for the latents of this callback.
+
+    ``frames``: the video the user gets. AnimateDiff samples ``p.batch_size = max(video_length, context)``
+    rows and keeps only the first ``video_length`` (animatediff_output.py ``output``); with a short video
+    the rows behind the cut are not even computed as a video (its hooked forward indexes
+    ``context + [c + video_length]``), so they must never be scored.
+
+    ``path`` (``unet_path.choose``): cond rows only where the rows are independent, else the full
+    ``[cond; uncond]`` batch. ``x0_mode=cfg`` on the cond-only path computes the uncond prediction once per
+    predictor (one per sampling step), without gradients: nothing the tokens change reaches it.
+
+    ``batch_cond_uncond`` off (Settings > Optimizations): the host calls the UNet once on the cond rows and
+    once on the uncond rows (sd_samplers_cfg_denoiser.py ``forward``), and AnimateDiff's hooked forward then
+    computes only the first half of any batch it gets — a full-batch call would leave the uncond rows zero.
+    We call it the way the host does.
+    """
+    den = params.denoiser
+    x_in, sigma_in, image_cond = params.x, params.sigma, params.image_cond
+    uncond = params.text_uncond
+    b = uncond.shape[0]
+    if x_in.shape[0] != 2 * b:
+        raise RuntimeError(f"unsupported batch layout: {x_in.shape[0]} latent rows for {b} uncond rows (AND prompts?)")
+    keep = b if frames is None else min(int(frames), b)
+    ad = animatediff.state()
+    if path is None:
+        path = choose(getattr(den, "p", None), batch_cond_uncond, ad)
+    if not batch_cond_uncond and not path.cond_only:
+        raise RuntimeError("a full-batch UNet call needs \"Batch cond/uncond\" on")
+    x0_uncond: list[torch.Tensor] = []
+
+    def rows(half: slice, text: torch.Tensor) -> torch.Tensor:
+        return cond_rows_forward(den.inner_model, x_in[half], sigma_in[half], text, image_cond[half],
+                                 batch_cond_uncond, ad)
+
+    def uncond_x0() -> torch.Tensor:
+        if not x0_uncond:
+            with torch.no_grad():
+                x0_uncond.append(den.get_pred_x0(x_in[b:], rows(slice(b, 2 * b), uncond), sigma_in[b:]))
+        return x0_uncond[0]
+
+    def predict(cond: torch.Tensor) -> torch.Tensor:
+        cond = cond.to(uncond.dtype)
+        if path.cond_only:
+            out_c = rows(slice(0, b), cond)
+            x0_u = uncond_x0() if x0_mode == "cfg" else None
+        else:
+            out = den.inner_model(x_in, sigma_in,
+                                  cond={"c_crossattn": [torch.cat([cond, uncond])], "c_concat": [image_cond]})
+            out_c = out[:b]
+            x0_u = den.get_pred_x0(x_in[b:], out[b:].detach(), sigma_in[b:]) if x0_mode == "cfg" else None
+        x0_c = den.get_pred_x0(x_in[:b], out_c, sigma_in[:b])
+        if x0_u is not None:
+            x0_c = x0_u + cfg_scale * (x0_c - x0_u)
+        return x0_c[:keep]
+
+    return predict

@@ -1,0 +1,69 @@
+"""Where MotionPrompt's files live inside a WebUI, and what the user can pick from."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+DISC_SUFFIX = ".safetensors"
+RESUME_SUFFIX = ".resume.safetensors"  # the trainer's resumable state beside each discriminator
+
+
+def models_dir() -> Path:
+    """``--motionprompt-models-dir`` if given, else ``<models>/MotionPrompt`` (honours ``--models-dir``)."""
+    from modules import paths, shared
+
+    override = getattr(shared.cmd_opts, "motionprompt_models_dir", None)
+    return Path(override) if override else Path(paths.models_path) / "MotionPrompt"
+
+
+def flow_weights_dirs() -> list[Path]:
+    """RAFT ``.pth`` files are looked up in ``MotionPrompt/flow`` and the MotionPrompt folder itself."""
+    root = models_dir()
+    return [root / "flow", root]
+
+
+def list_discriminators() -> list[str]:
+    """Discriminators only: not the trainer's ``*.resume.safetensors`` state, nor other safetensors files
+    (LoRAs, motion modules) that carry another format tag. Unreadable files stay listed, so picking one
+    gives the reason instead of the file silently missing."""
+    root = models_dir()
+    if not root.is_dir():
+        return []
+    found = [p.relative_to(root).as_posix() for p in root.rglob(f"*{DISC_SUFFIX}")
+             if ".tmp" not in p.name and not p.name.endswith(RESUME_SUFFIX) and not _other_format(p)]
+    return sorted(found, key=str.lower)
+
+
+def _other_format(path: Path) -> bool:
+    from ...disc.formats import DISC_FORMAT, read_header_metadata
+
+    try:
+        tag = read_header_metadata(path).get("format")
+    except (OSError, ValueError):
+        return False
+    return tag != DISC_FORMAT
+
+
+def resolve_discriminator(name: str) -> Path:
+    """A name from the dropdown (relative to the models folder) or an absolute path from the API."""
+    path = Path(name)
+    return path if path.is_absolute() else models_dir() / name
+
+
+def offline() -> bool:
+    from modules import shared
+
+    return bool(getattr(shared.cmd_opts, "motionprompt_offline", False))
+
+
+def allow_download() -> bool:
+    from modules import shared
+
+    return not offline() and bool(shared.opts.data.get("motionprompt_allow_download", False))
+
+
+def ensure_models_dir() -> None:
+    with contextlib.suppress(OSError):  # read-only installs: the listing simply stays empty
+        os.makedirs(models_dir(), exist_ok=True)
