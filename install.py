@@ -7,7 +7,6 @@ numpy >= 2, which would break the WebUI's numpy 1.26.
 import launch
 
 NEEDS = {
-    "einops": "einops",
     "safetensors": "safetensors",
     "cv2": "opencv-python-headless<4.11",
 }
