@@ -82,19 +82,15 @@ def _parse_value(v: str):
 
 
 def clip_metrics(frames: np.ndarray, prompt: str, discs: dict, flows: dict) -> dict:
-    import cv2
 
     from ..toy.truth import clip_truth
-    from .flowstats import flow_features
+    from .flowstats import flow_features, resize_short_side
     from .metrics import disc_score, video_metrics
 
     out = {}
     for name, disc in discs.items():
         out[name] = disc_score(frames, disc, flow=flows[name], pairs=15, gap=1) if disc is not None else None
-    h, w = frames.shape[1:3]
-    scale = METRIC_SIDE / min(h, w)
-    big = frames if scale <= 1 else np.stack(
-        [cv2.resize(f, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_LINEAR) for f in frames])
+    big = resize_short_side(frames, METRIC_SIDE) if min(frames.shape[1:3]) < METRIC_SIDE else frames
     vm = video_metrics(big, short_side=None)
     out.update({k: vm[k] for k in ("warp_error", "flicker", "smoothness", "motion_px")})
     out.update(clip_truth(frames, prompt).to_dict())
@@ -194,6 +190,7 @@ class Evaluation:
         arm_names = ["plain", *configs]
         total = len(work) * len(arm_names)
         size, frames = parts.arch.size, parts.arch.frames
+        hosts: dict = {}
         for i, (prompt, seed) in enumerate(work):
             for arm in arm_names:
                 if (prompt, seed, arm) in done:
@@ -202,7 +199,10 @@ class Evaluation:
                     self._save_rows()
                     return {}
                 cfg = configs.get(arm)
-                host = DiffusersVideoHost(vm, prompt, "", cfg.n_tokens if cfg else 1)
+                n_tokens = cfg.n_tokens if cfg else 1
+                if (prompt, n_tokens) not in hosts:  # a host encodes its prompt and "" once, when built
+                    hosts[(prompt, n_tokens)] = DiffusersVideoHost(vm, prompt, "", n_tokens)
+                host = hosts[(prompt, n_tokens)]
                 guide = None
                 if cfg is not None:
                     torch.manual_seed(0)

@@ -16,20 +16,26 @@ FEATURES = ("speed", "speed_spread_t", "speed_p95", "flow_change", "coherence", 
 ANALYSIS_SIDE = 64  # DIS needs more than 32 px to resolve small objects; smaller clips are upscaled
 
 
+def resize_short_side(frames: np.ndarray, side: int) -> np.ndarray:
+    """uint8 [F, H, W, 3] with the short side at ``side`` (bilinear up, area down; unchanged when equal)."""
+    import cv2
+
+    h, w = frames.shape[1:3]
+    scale = side / min(h, w)
+    if scale == 1:
+        return frames
+    size = (round(w * scale), round(h * scale))
+    inter = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
+    return np.stack([cv2.resize(f, size, interpolation=inter) for f in frames])
+
+
 def flow_features(frames: np.ndarray) -> np.ndarray:
     """uint8 [F, H, W, 3] -> float vector in ``FEATURES`` order (speeds in px of a 64-px short side)."""
-    import cv2
 
     from ..flow.dis import dis_flow
     from .metrics import warp
 
-    video = np.asarray(frames)
-    h, w = video.shape[1:3]
-    scale = ANALYSIS_SIDE / min(h, w)
-    if scale != 1:
-        size = (round(w * scale), round(h * scale))
-        video = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA)
-                          for f in video])
+    video = resize_short_side(np.asarray(frames), ANALYSIS_SIDE)
     f32 = video.astype(np.float32)
     flows = [dis_flow(video[i], video[i + 1]) for i in range(len(video) - 1)]
     mags = [np.linalg.norm(f, axis=-1) for f in flows]

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..hosts.diffusers.models import VideoModel, ddim_scheduler
-from ..hosts.diffusers.tokenizer import WordTokenizer
+from ..hosts.diffusers.tokenizer import WordTokenizer, layout
 
 FORMAT = "motionprompt-toy-video-model"
 SHIPPED = Path(__file__).with_name("weights") / "toy_model.safetensors"
@@ -61,6 +61,11 @@ class ToyParts:
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"unet": self.unet, "vae": self.vae, "text": self.text}
+
+    def caption_ids(self, captions: list[str]) -> torch.Tensor:
+        """Token ids [B, max_length] of captions without learnable tokens (training and plain sampling)."""
+        tok = self.tokenizer
+        return torch.tensor([layout(tok, tok.ids(c), 0)[0] for c in captions])
 
     def video_model(self) -> VideoModel:
         for m in self.modules().values():

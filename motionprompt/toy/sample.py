@@ -1,7 +1,6 @@
 """Plain batched sampling of the toy model (discriminator data, the quality gate) and real clips by caption.
 
-The initial noise of a (caption, seed) is the reference sampler's (``reference.sampler.sample``: a CPU
-generator seeded with the seed, one ``randn`` of the video's latent shape), so a clip sampled here in a
+The initial noise of a (caption, seed) comes from the reference sampler's ``initial_noise``, so a clip sampled here in a
 batch is the plain clip ``evaluate`` pairs with its guided twin, up to batch-size rounding.
 """
 
@@ -12,7 +11,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..hosts.diffusers.tokenizer import layout
+from ..files.video import to_uint8
+from ..hosts.diffusers.host import vae_decode
+from ..hosts.diffusers.sampler import initial_noise as seed_noise
 from .model import ToyParts
 from .world import LEVELS, WorldSpec, parse_caption, render, with_caption
 
@@ -23,15 +24,12 @@ DEFAULT_STEPS = 25
 def initial_noise(parts: ToyParts, seed: int) -> torch.Tensor:
     a = parts.arch
     latent = a.size // 2 ** (len(a.vae_channels) - 1)
-    gen = torch.Generator("cpu").manual_seed(seed)
-    return torch.randn((1, parts.unet.config.in_channels, a.frames, latent, latent), generator=gen)
+    return seed_noise((1, parts.unet.config.in_channels, a.frames, latent, latent), seed)
 
 
 @torch.no_grad()
 def encode_prompts(parts: ToyParts, prompts: list[str]) -> torch.Tensor:
-    tok = parts.tokenizer
-    ids = torch.tensor([layout(tok, tok.ids(p), 0)[0] for p in prompts])
-    return parts.text(ids)[0]
+    return parts.text(parts.caption_ids(prompts))[0]
 
 
 @torch.no_grad()
@@ -57,12 +55,10 @@ def sample_batch(parts: ToyParts, prompts: list[str], seeds: list[int], steps: i
 @torch.no_grad()
 def decode_latents(parts: ToyParts, latents: torch.Tensor) -> np.ndarray:
     """Normalised latents [B, C, F, h, w] -> uint8 [B, F, H, W, 3]."""
-    vae = parts.vae
     b, c, f = latents.shape[:3]
     z = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, *latents.shape[3:])
-    img = vae.decode(z / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)).sample
-    img = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
-    return img.reshape(b, f, *img.shape[1:]).numpy()
+    img = to_uint8(vae_decode(parts.vae, z))
+    return img.reshape(b, f, *img.shape[1:])
 
 
 def sample_many(parts: ToyParts, prompts: list[str], seeds: list[int], batch: int = 8,

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..hosts.diffusers.tokenizer import layout
+from ..files.video import to_tensor
 from .model import ToyArch, ToyParts, build, load_tensors, save_model, set_latent_stats, state_tensors
 from .world import LEVELS, render, sample_scene
 
@@ -63,8 +63,8 @@ HELD_OUT_SEED_BASE = 1 << 40
 
 
 def _frames_tensor(clips: list[np.ndarray]) -> torch.Tensor:
-    x = torch.from_numpy(np.stack(clips)).float() / 127.5 - 1.0  # [B, F, H, W, 3]
-    return x.permute(0, 1, 4, 2, 3)  # [B, F, 3, H, W]
+    """uint8 clips [F, H, W, 3] -> [B, F, 3, H, W] in [-1, 1]."""
+    return torch.stack([to_tensor(c) for c in clips])
 
 
 def encode_latents(parts: ToyParts, frames: torch.Tensor) -> torch.Tensor:
@@ -91,11 +91,6 @@ def vae_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     gy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
     edge = (gx(rec) - gx(x)).abs().mean() + (gy(rec) - gy(x)).abs().mean()
     return pix + edge
-
-
-def caption_ids(parts: ToyParts, captions: list[str]) -> torch.Tensor:
-    tok = parts.tokenizer
-    return torch.tensor([layout(tok, tok.ids(c), 0)[0] for c in captions])
 
 
 class ToyTrainer:
@@ -230,7 +225,7 @@ class ToyTrainer:
         noisy = ab.sqrt() * z + (1 - ab).sqrt() * noise
         self.parts.unet.train()
         self.parts.text.train()
-        cond = self.parts.text(caption_ids(self.parts, caps))[0].repeat_interleave(f, dim=0)
+        cond = self.parts.text(self.parts.caption_ids(caps))[0].repeat_interleave(f, dim=0)
         pred = self.parts.unet(noisy, t, encoder_hidden_states=cond).sample
         snr = ab.flatten() / (1 - ab.flatten())
         weight = torch.clamp(snr, max=MIN_SNR_GAMMA) / snr

@@ -297,23 +297,15 @@ def parse_caption(text: str) -> list[dict]:
     head = text.split(" on a ")[0].split(", camera")[0]
     found = []
     for phrase in head.split(" and "):
-        words = phrase.split()
         item = {"texture": "solid"}
-        for w in words:
-            if w in COLOURS:
-                item["colour"] = w
-            elif w in SHAPES:
-                item["shape"] = w
-            elif w in TEXTURES:
-                item["texture"] = w
-            elif w in MOTIONS:
-                item["motion"] = w
-            elif w in DIRECTIONS:
-                item["direction"] = w
-            elif w in SPEEDS:
-                item["speed"] = w
+        item.update({_FIELD_OF_WORD[w]: w for w in phrase.split() if w in _FIELD_OF_WORD})
         found.append(item)
     return found
+
+
+_FIELD_OF_WORD = {w: key for key, words in (("colour", COLOURS), ("shape", SHAPES), ("texture", TEXTURES),
+                                                ("motion", MOTIONS), ("direction", DIRECTIONS), ("speed", SPEEDS))
+                  for w in words}
 
 
 def clip(spec: WorldSpec, seed: int, size: int | None = None) -> tuple[np.ndarray, str, Scene]:

@@ -10,6 +10,14 @@ from .models import VideoModel
 from .tokenizer import layout
 
 
+def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Normalised latents [n, C, h, w] -> frames [n, 3, H, W] in about [-1, 1]: undo ``scaling_factor`` and,
+    where the VAE has one, ``shift_factor`` (diffusers' convention: SD3/Flux VAEs, the toy model)."""
+    z = latents.to(vae.dtype) / vae.config.scaling_factor
+    shift = getattr(vae.config, "shift_factor", None)
+    return vae.decode(z + shift if shift else z).sample
+
+
 class DiffusersVideoHost:
     """Learnable tokens enter at the input-embedding level (as WebUI textual inversion does):
     a forward hook on the token embedding splices them in, so gradients run through the whole CLIP."""
@@ -55,10 +63,7 @@ class DiffusersVideoHost:
         return self._encode_ids(self._ids, tokens)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        vae = self.model.vae
-        z = latents.to(vae.dtype) / vae.config.scaling_factor
-        shift = getattr(vae.config, "shift_factor", None)  # diffusers' convention (SD3/Flux VAEs, the toy model)
-        return vae.decode(z + shift if shift else z).sample
+        return vae_decode(self.model.vae, latents)
 
     def interrupted(self) -> bool:
         return self.interrupt_flag

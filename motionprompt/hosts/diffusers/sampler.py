@@ -19,6 +19,13 @@ class SampleResult:
     steps: list[dict] = field(default_factory=list)
 
 
+def initial_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """A seed's starting latents (before ``init_noise_sigma``), drawn on the CPU so a seed gives the same clip
+    on any device; the toy sampler draws from here too, which is what pairs its plain clips with guided ones."""
+    gen = torch.Generator("cpu").manual_seed(seed)
+    return torch.randn(shape, generator=gen)
+
+
 def sample(
     host: DiffusersVideoHost,
     guide: MotionGuide | None = None,
@@ -35,8 +42,7 @@ def sample(
     sched.set_timesteps(steps, device=host.device)
     scale = model.latent_scale
     shape = (1, model.unet.config.in_channels, num_frames, height // scale, width // scale)
-    gen = torch.Generator("cpu").manual_seed(seed)
-    latents = (torch.randn(shape, generator=gen) * sched.init_noise_sigma).to(host.device)
+    latents = (initial_noise(shape, seed) * sched.init_noise_sigma).to(host.device)
     t0 = time.perf_counter()
     for i, t in enumerate(sched.timesteps):
         cond = None
