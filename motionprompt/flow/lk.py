@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..engine.config import FlowSettings
-from .registry import FlowEstimator, register_flow
+from .base import FlowEstimator, register_flow
 
 _LUMA = (0.299, 0.587, 0.114)
 

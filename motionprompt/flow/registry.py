@@ -3,61 +3,21 @@
 Every backend resizes both frames to its working resolution (short side = ``FlowSettings.size``,
 both sides multiples of 8) and returns flow in pixels *of that resolution*; ``losses.normalize_flow``
 turns it into a fraction of the frame, which is what the discriminator and the losses see.
+
+This module is the public entry (``build_flow``) and holds the RAFT backend; the base class and the
+backend table live in ``flow.base`` and are re-exported here under their old names.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from ..engine.config import FlowSettings
-
-
-class FlowWeightsMissing(FileNotFoundError):
-    """Pretrained flow weights are not on disk and downloading was not allowed."""
-
-
-def working_size(height: int, width: int, short_side: int, minimum: int = 8) -> tuple[int, int]:
-    """Aspect-preserving size with the given short side, both sides rounded to multiples of 8."""
-    scale = short_side / min(height, width)
-
-    def r8(v: float) -> int:
-        return max(minimum, round(v / 8.0) * 8)
-
-    return r8(height * scale), r8(width * scale)
-
-
-class FlowEstimator(nn.Module):
-    """Base class: subclasses implement ``_flow(a, b)`` on already resized frames."""
-
-    name = "base"
-    min_size = 8
-
-    def __init__(self, settings: FlowSettings):
-        super().__init__()
-        settings.validate()
-        self.settings = settings
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if a.shape != b.shape or a.dim() != 4 or a.shape[1] != 3:
-            raise ValueError(f"flow needs two [B,3,H,W] batches of equal shape, got {tuple(a.shape)}, {tuple(b.shape)}")
-        size = working_size(a.shape[-2], a.shape[-1], self.settings.size, self.min_size)
-        if tuple(a.shape[-2:]) != size:
-            # antialiased when shrinking: 512 px decodes -> 128 px flow would alias otherwise, and training
-            # (cv2 INTER_AREA crops) never saw aliased frames
-            aa = size[0] < a.shape[-2]
-            a = F.interpolate(a, size=size, mode="bilinear", align_corners=False, antialias=aa)
-            b = F.interpolate(b, size=size, mode="bilinear", align_corners=False, antialias=aa)
-        return self._flow(a.float(), b.float())
-
-    def _flow(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
+from . import lk as _flow_lk  # noqa: F401  registers the weight-free backend
+from .base import FLOW_BACKENDS, FlowEstimator, FlowFactory, FlowWeightsMissing, register_flow, working_size
 
 RAFT_FILES = {
     "raft_small": "raft_small_C_T_V2-01064c6d.pth",
@@ -123,18 +83,6 @@ def _load_raft_state(settings: FlowSettings, weights_dirs, allow_download: bool,
     )
 
 
-FlowFactory = Callable[..., FlowEstimator]
-FLOW_BACKENDS: dict[str, FlowFactory] = {}
-
-
-def register_flow(name: str):
-    def deco(factory: FlowFactory) -> FlowFactory:
-        FLOW_BACKENDS[name] = factory
-        return factory
-
-    return deco
-
-
 @register_flow("raft_small")
 @register_flow("raft_large")
 def _raft_factory(settings: FlowSettings, weights_dirs=None, allow_download=False, allow_random=False):
@@ -155,4 +103,5 @@ def build_flow(
     )
 
 
-from . import lk as _flow_lk  # noqa: E402,F401  registers the weight-free backend
+__all__ = ["FLOW_BACKENDS", "RAFT_FILES", "RAFT_URL", "FlowEstimator", "FlowFactory", "FlowWeightsMissing", "RaftFlow",
+           "build_flow", "find_raft_weights", "register_flow", "working_size"]
