@@ -174,7 +174,7 @@ def run_demo(out: str | Path = "outputs/demo", steps: int = 25, train_steps: int
     from ..files.atomic import write_json
     from ..files.video import load_gif
     from ..flow.registry import build_flow
-    from .main import build_generate_parser, run_generate
+    from .generate import build_generate_parser, run_generate
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

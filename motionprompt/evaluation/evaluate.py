@@ -25,15 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.records import json_safe
+from .measures import METRICS
 from .paired import kept_fraction, paired_stats
 
-# metric -> higher is better?
-METRICS: dict[str, bool] = {
-    "d_guide": True, "d_independent": True,
-    "warp_error": False, "flicker": True, "smoothness": True,
-    "visible_frac": True, "direction_ok": True, "speed_error": False, "area_cv": False, "jerk": False,
-    "colour_purity": True,
-}
 METRIC_SIDE = 64  # weight-free metrics on 32-px clips run on 2x bilinear upscales (DIS needs the room)
 
 

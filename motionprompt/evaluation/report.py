@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import METRICS
+from .measures import METRICS
 
 
 def _diff_figure(rows: list[dict], arms: list[str]) -> bytes:
