@@ -1,7 +1,7 @@
 """``python -m motionprompt generate``: one clip on the diffusers reference host, guided or not.
 
-Also the engine's command-line flags (``_add_engine_args``) and the checkpoint-wins flow rule of the CLI;
-the demo samples through ``run_generate`` too.
+Also the engine's command-line flags (``_add_engine_args``: every ``GuidanceConfig`` setting) and the
+checkpoint-wins flow rule of the CLI; the demo samples through ``run_generate`` too.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--inner-iters", type=int, help="optimization iterations per guided step (paper: 3)")
     g.add_argument("--lr", type=float, help="token learning rate")
     g.add_argument("--optimizer", choices=["adam", "nsgd"], help="adam, or normalized SGD (step = lr*|T0|)")
+    g.add_argument("--grad-clip", type=float, help="max token-gradient norm (0 = off)")
     g.add_argument("--window", nargs=2, type=float, metavar=("START", "END"),
                    help="guided steps as fractions of the step count (paper: 0.16 0.6 = steps 4-14 of 25)")
     g.add_argument("--every-k", type=int, help="optimize only every k-th step of the window")
@@ -35,6 +36,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cond-after", choices=["original", "optimized"], help="conditioning after the window")
     g.add_argument("--cond-before", choices=["original", "init_tokens"], help="conditioning before the window")
     g.add_argument("--guidance-seed", dest="guide_seed", type=int, help="seed of the frame-pair sampler")
+    g.add_argument("--unet-autocast", choices=["none", "fp16", "bf16"], help="autocast of the UNet call on CUDA")
+    g.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   help="non-reentrant checkpointing of the denoiser (low_vram preset: on)")
     f = p.add_argument_group("flow")
     f.add_argument("--flow-backend", help="flow backend (raft_small, raft_large, ...)")
     f.add_argument("--flow-size", type=int, help="short side of frames given to the flow network (multiple of 8)")
@@ -47,8 +51,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
 def _config_from_args(args):
     overrides = {
         k: getattr(args, k)
-        for k in ("n_tokens", "init_word", "inner_iters", "lr", "optimizer", "every_k", "pairs", "lambda_disc",
-                  "lambda_tv", "lambda_drift", "disc_loss", "x0_mode", "cond_after", "cond_before")
+        for k in ("n_tokens", "init_word", "inner_iters", "lr", "optimizer", "grad_clip", "every_k", "pairs",
+                  "lambda_disc", "lambda_tv", "lambda_drift", "disc_loss", "x0_mode", "cond_after", "cond_before",
+                  "unet_autocast", "grad_checkpointing")
         if getattr(args, k, None) is not None
     }
     if args.window:
