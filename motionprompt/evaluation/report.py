@@ -7,7 +7,6 @@ matplotlib is a gradio dependency, so every WebUI venv has it.
 from __future__ import annotations
 
 import html
-import io
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,8 @@ from .measures import METRICS
 
 def _diff_figure(rows: list[dict], arms: list[str]) -> bytes:
     from matplotlib.figure import Figure
+
+    from ..files.plots import png_bytes
 
     by_key = {(r["prompt"], r["seed"], r["arm"]): r for r in rows}
     metrics = [m for m in METRICS if m != "colour_purity"]
@@ -44,9 +45,7 @@ def _diff_figure(rows: list[dict], arms: list[str]) -> bytes:
         ax.tick_params(labelsize=6)
     fig.suptitle("guided - plain, per (prompt, seed); bar = mean", fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def write_report(out: Path, summary: dict, rows: list[dict]) -> Path:

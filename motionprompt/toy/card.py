@@ -7,7 +7,6 @@ log, so every number on the card comes from one run of code in this repository.
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,8 @@ import numpy as np
 
 def loss_png(csv_path: Path) -> bytes | None:
     from matplotlib.figure import Figure
+
+    from ..files.plots import png_bytes
 
     if not csv_path.is_file():
         return None
@@ -35,9 +36,7 @@ def loss_png(csv_path: Path) -> bytes | None:
         ax.set_yscale("log")
         ax.tick_params(labelsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def grid_clip(clips: list[np.ndarray], cols: int = 4) -> np.ndarray:
