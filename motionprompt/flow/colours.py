@@ -1,24 +1,14 @@
 """Flow as colour (Baker et al., Middlebury): hue = direction, saturation = speed, white = still.
 
-The colour wheel has 55 steps (red-yellow 15, yellow-green 6, green-cyan 4, cyan-blue 11, blue-magenta
-13, magenta-red 6) as in the Middlebury ``flowToColor`` code, so pictures read like every flow paper's:
-rightward motion is red, downward orange-yellow, leftward cyan, upward blue-violet.
+The colours are torchvision's ``flow_to_image`` (the Middlebury 55-step wheel), so pictures read like every
+flow paper's: rightward motion is red, downward orange-yellow, leftward cyan, upward blue-violet. What it
+lacks and this module adds: a scale you choose (several fields on one scale), numpy/[H,W,2] input, and
+black for non-finite vectors.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def colour_wheel() -> np.ndarray:
-    """[55, 3] float RGB in [0, 255]."""
-    segments = [(15, (255, 0, 0), (255, 255, 0)), (6, (255, 255, 0), (0, 255, 0)), (4, (0, 255, 0), (0, 255, 255)),
-                (11, (0, 255, 255), (0, 0, 255)), (13, (0, 0, 255), (255, 0, 255)), (6, (255, 0, 255), (255, 0, 0))]
-    rows = []
-    for n, start, end in segments:
-        t = np.arange(n)[:, None] / n
-        rows.append(np.asarray(start, float) * (1 - t) + np.asarray(end, float) * t)
-    return np.concatenate(rows)
 
 
 def _as_hw2(flow) -> np.ndarray:
@@ -38,27 +28,28 @@ def flow_to_rgb(flow, max_magnitude: float | None = None) -> np.ndarray:
     """Flow [2,H,W] / [H,W,2] (numpy or torch, any units) -> uint8 [H, W, 3].
 
     ``max_magnitude``: the speed drawn fully saturated; default the largest in the field, so compare
-    several fields with one fixed value. Non-finite vectors are drawn black.
+    several fields with one fixed value. Faster vectors get the rim colour, darkened; non-finite vectors
+    are drawn black.
     """
-    f = _as_hw2(flow)
-    u, v = f[..., 0], f[..., 1]
-    bad = ~np.isfinite(u) | ~np.isfinite(v)
-    u = np.where(bad, 0.0, u)
-    v = np.where(bad, 0.0, v)
-    mag = np.hypot(u, v)
+    import torch
+    from torchvision.utils import flow_to_image
+
+    f = _as_hw2(flow).copy()
+    bad = ~np.isfinite(f).all(-1)
+    f[bad] = 0.0
+    mag = np.hypot(f[..., 0], f[..., 1])
     scale = float(mag.max()) if max_magnitude is None else float(max_magnitude)
-    rad = np.clip(mag / scale, 0, None) if scale > 0 else np.zeros_like(mag)
-    wheel = colour_wheel()
-    n = len(wheel)
-    angle = np.arctan2(-v, -u) / np.pi  # (-1, 1]
-    fk = (angle + 1) / 2 * (n - 1)
-    k0 = np.floor(fk).astype(int)
-    k1 = (k0 + 1) % n
-    w = (fk - k0)[..., None]
-    col = ((1 - w) * wheel[k0] + w * wheel[k1]) / 255.0
-    inside = (rad <= 1)[..., None]
-    col = np.where(inside, 1 - rad[..., None] * (1 - col), col * 0.75)  # beyond max: darker
-    out = np.floor(255 * col + 0.5).clip(0, 255).astype(np.uint8)
+    unit = f / scale if scale > 0 else np.zeros_like(f)  # 1 = fully saturated
+    rad = np.hypot(unit[..., 0], unit[..., 1])
+    beyond = rad > 1
+    unit[beyond] /= rad[beyond][:, None]
+    # flow_to_image scales by the largest vector it sees: a sentinel column holding one vector of length 1
+    # pins that scale to ours, so several fields drawn with one max_magnitude share one colour scale
+    t = torch.from_numpy(np.ascontiguousarray(unit.transpose(2, 0, 1))).float()
+    t = torch.cat([t, t.new_zeros(2, t.shape[1], 1)], dim=2)
+    t[0, 0, -1] = 1.0
+    out = flow_to_image(t)[:, :, :-1].permute(1, 2, 0).numpy().copy()
+    out[beyond] = (out[beyond] * 0.75).astype(np.uint8)  # beyond max: darker
     out[bad] = 0
     return out
 
