@@ -9,6 +9,7 @@ import launch
 NEEDS = {
     "safetensors": "safetensors",
     "cv2": "opencv-python-headless<4.11",
+    "matplotlib": "matplotlib",  # report charts; gradio brings it, so this only fills a gap
 }
 
 for module, requirement in NEEDS.items():
