@@ -38,6 +38,23 @@ def test_round_trip_rebuilds_the_same_function(tmp_path, arch, cfg):
     assert [p.name for p in tmp_path.iterdir()] == ["d.safetensors"]  # no temp file left behind
 
 
+def test_vit_backbone_loads_torchvision_vit_weights_from_a_local_file(tmp_path):
+    """README: ImageNet weights of torchvision's ViT load into the ``vit`` discriminator (here a tiny ViT of the
+    same class, saved the way torchvision's ``vit_b_16`` weights are: a plain state dict with its ``heads``)."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    shape = {"image_size": 32, "patch_size": 8, "num_layers": 2, "num_heads": 2, "hidden_dim": 16, "mlp_dim": 32}
+    source = VisionTransformer(**shape, num_classes=10)
+    torch.save(source.state_dict(), tmp_path / "vit.pth")
+    disc = build_discriminator("vit", **shape, head_dim=8)
+    disc.load_backbone(str(tmp_path / "vit.pth"))
+    mine = disc.backbone.state_dict()
+    assert mine and all(torch.equal(v, source.state_dict()[k]) for k, v in mine.items())
+    torch.save({"something": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="does not match this ViT"):
+        disc.load_backbone(str(tmp_path / "other.pth"))
+
+
 def _good(tmp_path):
     return save_discriminator(tmp_path / "good.safetensors", build_discriminator("cnn", width=8, depth=2), FLOW)
 
