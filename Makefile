@@ -1,36 +1,68 @@
 # Fresh machine: `make demo` (the main job on embedded defaults) or `make test`.
+# Everything is installed into project virtual environments made with the python3 that is there
+# (>= 3.10); the system interpreter is never installed into.
 PYTHON ?= python3
-PIP ?= $(PYTHON) -m pip
-STAMP := .deps-installed
+VENV := .venv
+PY := $(VENV)/bin/python
 G4 := .venv-gradio4
+A1 := .venv-a1111
+PIP_FLAGS ?= -q
 
-.PHONY: deps demo test lint test-gradio4 bench-gpu
+.PHONY: deps demo test test-main test-a1111 test-gradio4 lint bench-gpu clean-venvs
 
-$(STAMP): requirements.txt requirements-dev.txt
-	$(PIP) install -q -r requirements-dev.txt
-	@touch $(STAMP)
+# a venv of the given folder, or a clear message when this python cannot make one
+define make_venv
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+		{ echo "make: $(PYTHON) is $$($(PYTHON) -V 2>&1); MotionPrompt needs Python >= 3.10 (PYTHON=python3.11 make ...)"; exit 1; }
+	@$(PYTHON) -m venv $(1) || { echo "make: '$(PYTHON) -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv"; exit 1; }
+endef
 
-$(G4)/.installed: requirements-gradio4.txt
-	$(PYTHON) -m venv $(G4)
-	$(G4)/bin/pip install -q -r requirements-gradio4.txt
+# today's stack: the tests, the demo and the diffusers reference host
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(call make_venv,$(VENV))
+	$(PY) -m pip install $(PIP_FLAGS) -r requirements-dev.txt
 	@touch $@
 
-deps: $(STAMP)
+# A1111 1.10's pins (torch 2.1.2 CUDA build from PyPI: ~2.5 GB of downloads, once)
+$(A1)/.installed: requirements.txt requirements-a1111.txt
+	$(call make_venv,$(A1))
+	$(A1)/bin/python -m pip install $(PIP_FLAGS) -r requirements-a1111.txt
+	@touch $@
 
-demo: $(STAMP)
-	$(PYTHON) -m motionprompt demo --out outputs/demo
+# Forge's UI stack (gradio 4.40)
+$(G4)/.installed: requirements-gradio4.txt
+	$(call make_venv,$(G4))
+	$(G4)/bin/python -m pip install $(PIP_FLAGS) -r requirements-gradio4.txt
+	@touch $@
 
-# lint, the whole suite (gradio 3.41.2, A1111's pin), then the accordion again under gradio 4.40 (Forge)
-test: $(STAMP) $(G4)/.installed
-	$(PYTHON) -m ruff check .
-	$(PYTHON) -m pytest -q
+deps: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(PY) -m motionprompt demo --out outputs/demo
+
+# lint and the whole suite on today's stack; every test that applies on A1111 1.10's pins (no diffusers
+# there: the reference-host tests are deselected); the accordion again under gradio 4.40 (Forge)
+test: test-main test-a1111 test-gradio4
+
+test-main: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+test-a1111: $(A1)/.installed
+	$(A1)/bin/python -m pytest -q -p no:cacheprovider -m "not diffusers"
+
+test-gradio4: $(G4)/.installed
 	$(G4)/bin/python -m pytest -q --noconftest -p no:cacheprovider tests/test_webui_ui.py
 
-lint: $(STAMP)
-	$(PYTHON) -m ruff check .
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+
+clean-venvs:
+	rm -rf $(VENV) $(A1) $(G4)
 
 # the paper's setting on a CUDA GPU: SD1.5-sized random model, 16 frames 512x512, 25 DDIM steps, fp16;
-# plain vs paper, fast and low_vram; writes outputs/bench-gpu.json and outputs/bench-gpu.md
+# plain vs paper, fast and low_vram; writes outputs/bench-gpu.json and outputs/bench-gpu.md. Runs with
+# $(PYTHON) as it is: a GPU machine brings its own CUDA torch (+ diffusers, transformers)
 bench-gpu:
 	mkdir -p outputs
 	$(PYTHON) -m motionprompt bench --model sd15-random --device cuda --dtype fp16 --frames 16 --height 512 \
