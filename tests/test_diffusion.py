@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from motionprompt.engine.diffusion import predicted_x0, x0_from_eps, x0_from_sigma_eps, x0_from_v
@@ -34,6 +35,7 @@ def test_sigma_parameterisation_matches_alpha_form():
     assert torch.allclose(x0_from_sigma_eps(x_t / a.sqrt(), eps, per_row), x0, atol=1e-4)
 
 
+@pytest.mark.diffusers
 def test_matches_diffusers_ddim_pred_original_sample():
     sched = ddim_scheduler()
     sched.set_timesteps(25)

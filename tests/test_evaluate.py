@@ -36,6 +36,7 @@ def test_arm_specs_parse_into_preset_and_typed_overrides():
         Arm.parse("x=paper:inner_iters")
 
 
+@pytest.mark.diffusers
 def test_guidance_flow_always_follows_the_discriminator(files):
     from motionprompt.disc.checkpoint import load_discriminator
 
@@ -47,6 +48,7 @@ def test_guidance_flow_always_follows_the_discriminator(files):
         Arm.parse("a=paper:flow.size=64").config(disc)
 
 
+@pytest.mark.diffusers
 def test_evaluation_pairs_by_seed_resumes_and_summarises(tmp_path, files, one_torch_thread):
     model, d1, d2 = files
     arms = [Arm.parse("g=paper:inner_iters=1,window_start=0.0,window_end=0.5")]

@@ -16,6 +16,8 @@ from motionprompt.hosts.diffusers.sampler import sample
 
 from .conftest import small_cfg
 
+pytestmark = pytest.mark.diffusers  # every test samples the diffusers reference host
+
 RUN = {"steps": 8, "num_frames": 4, "height": 64, "width": 64, "cfg_scale": 7.5, "seed": 3}
 
 

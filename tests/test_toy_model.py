@@ -24,6 +24,7 @@ def tiny_parts(seed=0):
     return parts
 
 
+@pytest.mark.diffusers
 def test_saved_model_loads_back_with_the_same_outputs_and_latent_statistics(tmp_path, one_torch_thread):
     parts = tiny_parts()
     path = save_model(parts, tmp_path / "m.safetensors", {"unet_steps": 7}, dtype=torch.float32)
@@ -47,6 +48,7 @@ def test_foreign_or_missing_files_are_refused_with_the_reason(tmp_path):
         load_model(tmp_path / "junk.safetensors")
 
 
+@pytest.mark.diffusers
 def test_reference_host_decodes_with_the_vae_shift_like_the_toy_sampler(one_torch_thread):
     parts = tiny_parts()
     host = DiffusersVideoHost(parts.video_model(), "a red circle moving left slowly")
@@ -56,6 +58,7 @@ def test_reference_host_decodes_with_the_vae_shift_like_the_toy_sampler(one_torc
     np.testing.assert_array_equal(via_host, decode_latents(parts, z)[0])
 
 
+@pytest.mark.diffusers
 def test_plain_clip_of_the_reference_sampler_is_the_batched_sampler_clip_of_that_seed(one_torch_thread):
     parts = tiny_parts()
     prompt = "a red circle moving left slowly"
@@ -66,6 +69,7 @@ def test_plain_clip_of_the_reference_sampler_is_the_batched_sampler_clip_of_that
     assert np.abs(batch[0].astype(int) - batch[1].astype(int)).mean() > 1  # other prompt/seed, other clip
 
 
+@pytest.mark.diffusers
 def test_training_stops_saves_and_resumes_where_it_stopped(tmp_path, one_torch_thread):
     state = tmp_path / "state.safetensors"
     cfg = ToyTrainConfig(vae_steps=2, vae_batch=4, steps=3, batch=2, save_every=1e9)
@@ -91,6 +95,7 @@ def test_training_stops_saves_and_resumes_where_it_stopped(tmp_path, one_torch_t
     assert load_model(meta_model).meta["unet_steps"] == 3
 
 
+@pytest.mark.diffusers
 def test_a_state_from_other_settings_is_refused(tmp_path, one_torch_thread):
     state = tmp_path / "state.safetensors"
     t = ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=0, batch=2), state, arch=TINY)

@@ -44,6 +44,7 @@ def test_real_clip_shows_its_caption_and_refuses_foreign_ones():
         real_clip("a yellow triangle moving up", 5)
 
 
+@pytest.mark.diffusers
 def test_role_data_is_written_once_per_clip_at_the_model_size(tmp_path, monkeypatch, one_torch_thread):
     model = save_model(tiny_parts(), tmp_path / "toy.safetensors", dtype=torch.float32)
     real, fake = toy_disc.write_role_data(str(model), "guide", tmp_path / "data", per_prompt=1, steps=2, cfg_scale=3.0,
@@ -68,6 +69,7 @@ def test_role_data_is_written_once_per_clip_at_the_model_size(tmp_path, monkeypa
     assert (fake / clips[3].name / "15.png").is_file()
 
 
+@pytest.mark.diffusers
 def test_gate_passes_real_clips_and_fails_a_random_model(one_torch_thread):
     result, clips, caps = gate.check(tiny_parts(), per_caption=1, steps=2, cfg_scale=3.0)
     assert len(clips) == len(caps) == 96 and clips[0].shape == (16, 16, 16, 3)
