@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 
-def _add_ratios(run: dict, plain: dict) -> None:
+def add_ratios(run: dict, plain: dict) -> None:
     """``time_ratio``: guided wall / plain wall as measured. ``time_ratio_steady``: (best plain + guidance) /
     best plain, with the best plain from ``run_bench`` (robust to slow-downs that hit only one run)."""
     best = plain.get("best_seconds", plain["seconds"])

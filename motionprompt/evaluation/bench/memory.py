@@ -37,7 +37,7 @@ def _reset_hwm() -> bool:
         return False
 
 
-def _trim() -> None:
+def trim_memory() -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back so each run starts from the same RSS
@@ -56,7 +56,7 @@ class MemoryMeter:
         self._sampled = 0
 
     def __enter__(self) -> MemoryMeter:
-        _trim()
+        trim_memory()
         if self.cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.empty_cache()

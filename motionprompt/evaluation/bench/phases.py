@@ -27,7 +27,7 @@ PHASES = [  # (key, label); forward phases come from MotionGuide records, backwa
 ]
 
 
-class _Spy:
+class GradientSpy:
     """Times when gradients arrive at the disc logits, flow, decoded frames, x0 and the text cond.
 
     The autograd engine runs the backward in reverse order of the forward, so the gaps between these
@@ -66,10 +66,10 @@ class _Spy:
         return sum(self.totals.values())
 
 
-class _SpyHost:
+class SpyHost:
     """Delegates to a ``DiffusersVideoHost``; marks cond, x0 and decoded frames for the backward split."""
 
-    def __init__(self, host, spy: _Spy):
+    def __init__(self, host, spy: GradientSpy):
         self._host, self._spy = host, spy
 
     def __getattr__(self, name):
@@ -96,8 +96,8 @@ class _SpyHost:
         return wrapped
 
 
-class _SpyModule(nn.Module):
-    def __init__(self, inner: nn.Module, spy: _Spy, tag: str):
+class SpyModule(nn.Module):
+    def __init__(self, inner: nn.Module, spy: GradientSpy, tag: str):
         super().__init__()
         self.inner, self._spy, self._tag = inner, spy, tag
         self.settings = getattr(inner, "settings", None)
@@ -109,7 +109,7 @@ class _SpyModule(nn.Module):
 
 
 
-def _phases(guide, spy: _Spy) -> tuple[dict, float]:
+def phase_times(guide, spy: GradientSpy) -> tuple[dict, float]:
     times: dict[str, float] = {}
     for r in guide.records:
         for k, v in r.times.items():

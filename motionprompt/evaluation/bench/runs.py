@@ -19,9 +19,9 @@ import torch
 from ... import __version__
 from ...engine import schedule
 from ...engine.config import PRESETS
-from .costs import _add_ratios
-from .memory import MemoryMeter, _trim
-from .phases import _phases, _Spy, _SpyHost, _SpyModule
+from .costs import add_ratios
+from .memory import MemoryMeter, trim_memory
+from .phases import GradientSpy, SpyHost, SpyModule, phase_times
 from .settings import BenchSettings, build_model, guidance_config
 
 
@@ -90,15 +90,15 @@ def _guided_once(name: str, s: BenchSettings, model, job: dict, device: torch.de
         disc_model = ckpt.model
     else:
         disc_model = build_discriminator("cnn").to(device)
-    spy = _Spy(sync=cfg.sync_timing)
-    guide = MotionGuide(cfg, _SpyHost(host, spy), _SpyModule(flow, spy, "flow"), _SpyModule(disc_model, spy, "logits"),
+    spy = GradientSpy(sync=cfg.sync_timing)
+    guide = MotionGuide(cfg, SpyHost(host, spy), SpyModule(flow, spy, "flow"), SpyModule(disc_model, spy, "logits"),
                         device=device)
     after: dict[int, float] = {}
     probe_times: list[float] = []
     if s.probe:
         _install_probe(guide, after, probe_times)
-    run = _timed_sample(_SpyHost(host, spy), guide, job, device, probe_times)
-    phases, guidance = _phases(guide, spy)
+    run = _timed_sample(SpyHost(host, spy), guide, job, device, probe_times)
+    phases, guidance = phase_times(guide, spy)
     summary = guide.summary()
     done = [r for r in guide.records if r.iterations]
     first = [r.iterations[0].disc for r in done]
@@ -131,7 +131,7 @@ def _guided_once(name: str, s: BenchSettings, model, job: dict, device: torch.de
     })
     log(f"{name}: {run['seconds']:.2f} s, guidance {guidance:.2f} s, peak {run['peak_bytes'] / 2**30:.2f} GiB")
     del guide, flow, host
-    _trim()
+    trim_memory()
     return run
 
 
@@ -201,7 +201,7 @@ def run_bench(s: BenchSettings, log=print) -> dict:
     # anywhere is the steadiest estimate of the plain cost on a shared, noisy CPU
     plain["best_seconds"] = min([plain["seconds"], *(r["sampling_seconds"] for r in runs.values())])
     for run in runs.values():
-        _add_ratios(run, plain)
+        add_ratios(run, plain)
         log(f"{run['preset']}: {run['seconds']:.2f} s (x{run['time_ratio']:.2f}), {run['steps_guided']} steps guided, "
             f"UNet share {100 * (run['unet_share'] or 0):.0f}%")
 
