@@ -26,7 +26,7 @@ def _job(ui, mp, ad, steps):
 
 def measure(frames: int, context: int, steps: int, iters: int, repeat: int) -> dict:
     from motionprompt.engine.guidance import MotionGuide
-    from motionprompt.hosts.webui import run as run_mod
+    from motionprompt.hosts.webui import host as host_mod
     from motionprompt.hosts.webui import unet_path
 
     from .webui_double.model import ToyUNet
@@ -55,14 +55,14 @@ def measure(frames: int, context: int, steps: int, iters: int, repeat: int) -> d
         guides.append(self)
 
     MotionGuide.__init__ = keep
-    choose = run_mod.choose_path
+    choose = host_mod.choose  # what A1111Path.predictor calls
     out: dict = {"job": {"frames": frames, "context": context, "steps": steps, "inner_iters": iters}}
     try:
         _job(ui, {"enabled": False}, ad, steps)  # warm-up
         plain = min(_job(ui, {"enabled": False}, ad, steps)[0] for _ in range(repeat))
         out["plain_step_seconds"] = step = plain / steps
         for name, forced in (("full_batch", unet_path.UNetPath(False, "bench")), ("cond_only", None)):
-            run_mod.choose_path = (lambda *a, f=forced: f) if forced else choose
+            host_mod.choose = (lambda *a, f=forced: f) if forced else choose
             best = None
             for _ in range(repeat):
                 guides.clear()
@@ -84,7 +84,7 @@ def measure(frames: int, context: int, steps: int, iters: int, repeat: int) -> d
     finally:
         ToyUNet.forward = forward
         MotionGuide.__init__ = init
-        run_mod.choose_path = choose
+        host_mod.choose = choose
     out["cond_only_vs_full"] = out["cond_only"]["iteration_step_costs"] / out["full_batch"]["iteration_step_costs"]
     return out
 

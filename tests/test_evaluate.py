@@ -95,3 +95,41 @@ def test_summary_of_a_planted_improvement_is_significant_only_where_planted():
     assert s["metrics"]["d_guide"]["p_value"] < 1e-6 and s["metrics"]["d_guide"]["win_rate"] > 0.95
     assert s["metrics"]["d_independent"]["p_value"] > 0.01
     assert s["metrics"]["warp_error"]["diff_mean"] == 0 and s["time_ratio_mean"] == pytest.approx(3.0)
+
+
+def test_every_fixed_toy_results_arm_is_a_valid_setting_that_differs_from_the_paper_where_named(files):
+    """A typo in an ablation arm would only surface an hour into ``toy-results``: each must build its config."""
+    from motionprompt.disc.checkpoint import load_discriminator
+    from motionprompt.toy.results import ABLATION_ARMS, MAIN_ARMS
+
+    disc = load_discriminator(files[1])
+    paper = Arm.parse("paper").config(disc).to_dict()
+    names = set()
+    for spec in (*MAIN_ARMS, *ABLATION_ARMS):
+        arm = Arm.parse(spec)
+        cfg = arm.config(disc).to_dict()
+        names.add(arm.name)
+        for key, value in arm.overrides.items():
+            got = cfg["flow"][key[5:]] if key.startswith("flow.") else cfg[key]
+            assert got == value and got != (paper["flow"][key[5:]] if key.startswith("flow.") else paper[key])
+    assert len(names) == len(MAIN_ARMS) + len(ABLATION_ARMS) - 1  # "paper" in both lists, every other name once
+
+
+def test_results_tables_show_signed_paired_cells_and_say_when_the_gate_failed():
+    from motionprompt.toy.results import tables
+
+    rows = []
+    for k in range(12):
+        m = {"d_independent": 0.3 + 0.01 * k, "warp_error": 5.0, "direction_ok": 0.0}
+        rows.append({"prompt": "p", "seed": k, "arm": "plain", "seconds": 2.0, "metrics": m, "guide": {}})
+        g = dict(m, d_independent=m["d_independent"] + 0.05, warp_error=4.0)
+        rows.append({"prompt": "p", "seed": k, "arm": "paper", "seconds": 5.0, "metrics": g, "guide": {"token_drift": 0}})
+    main = summarize(rows, ["paper"])
+    gate = {"passed": False, "model": {"clips": 96, "visible_frames": 0.935, "direction_ok": 0.21}}
+    text = tables(gate, main, {"pairs": 0, "arms": {}})
+    assert "NOT passed" in text and "21.0%" in text
+    paper_row = next(line for line in text.splitlines() if line.startswith("| paper |"))
+    cells = paper_row.strip("|").split("|")
+    assert cells[1].strip() == "2.50"  # time ratio 5 s / 2 s
+    assert cells[2].strip().startswith("+0.0500") and "win 1.00" in cells[2]  # d_independent up in every pair
+    assert cells[4].strip().startswith("-1.0000")  # warp error down by 1

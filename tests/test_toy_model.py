@@ -100,11 +100,37 @@ def test_a_state_from_other_settings_is_refused(tmp_path, one_torch_thread):
     state = tmp_path / "state.safetensors"
     t = ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=0, batch=2), state, arch=TINY)
     t.run()
-    with pytest.raises(ValueError, match="batch=2"):
-        ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=0, batch=4), state)
+    with pytest.raises(ValueError, match="seed=0"):
+        ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=0, batch=2, seed=1), state)
+    with pytest.raises(ValueError, match="level='toy'"):
+        ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=0, batch=2, level="full"), state)
     save_file({"x": torch.zeros(1)}, str(state), metadata={"format": "x", "config": json.dumps({})})
     with pytest.raises(ValueError, match="not a toy training state"):
         ToyTrainer(ToyTrainConfig(), state)
+
+
+def test_a_larger_batch_on_resume_continues_the_same_run_and_is_recorded(tmp_path, one_torch_thread):
+    state = tmp_path / "state.safetensors"
+    ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=1, batch=2, save_every=1e9), state, arch=TINY).run()
+    bigger = ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=2, batch=3, save_every=1e9), state)
+    assert bigger.step == 1 and bigger.notes == ["batch 2 -> 3 at UNet step 1"]
+    assert bigger.run() == "done" and bigger.step == 2
+    again = ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=2, batch=3), state)
+    assert again.notes == ["batch 2 -> 3 at UNet step 1"]  # kept in the state, not noted twice
+    assert load_model(tmp_path / "toy_model.safetensors").meta["notes"] == again.notes
+
+
+def test_clips_rendered_by_worker_processes_train_exactly_like_the_loop(tmp_path, one_torch_thread):
+    weights = {}
+    for workers in (0, 1):
+        state = tmp_path / f"w{workers}" / "state.safetensors"
+        state.parent.mkdir()
+        t = ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=3, batch=2, save_every=1e9, workers=workers),
+                       state, arch=TINY)
+        assert t.run() == "done"
+        weights[workers] = t.parts.unet.state_dict()
+    for k, v in weights[0].items():
+        torch.testing.assert_close(weights[1][k], v, rtol=0, atol=0)
 
 
 def test_training_data_is_a_function_of_seed_and_step_and_never_an_evaluation_seed():

@@ -14,12 +14,12 @@ from motionprompt.engine.config import FlowSettings
 from motionprompt.files.sample_clips import clips_dir
 from motionprompt.flow.colours import flow_to_rgb, wheel_legend
 from motionprompt.flow.registry import build_flow
+from motionprompt.training.batches import augment
 from motionprompt.training.clips import count_frames, find_clips, read_frames
 from motionprompt.training.corruptions import CORRUPTIONS, corrupt_clip, parse_corruptions, plan_pair
 from motionprompt.training.dataset import DataError, build_flow_set
 from motionprompt.training.flow_cache import FlowCache
 from motionprompt.training.roc import binary_metrics, roc_auc
-from motionprompt.training.trainer import augment
 
 from .clip_files import moving_texture, synthetic_real_set, write_frames, write_video
 from .synthetic import pair_with_flow, texture, translation

@@ -1,4 +1,10 @@
-"""Loads the real extension (scripts/motionprompt.py) into the WebUI double, as A1111 does at startup."""
+"""Loads the real extension (scripts/motionprompt.py) into a WebUI double, as the WebUI does at startup.
+
+Two doubles: A1111 v1.10 + AnimateDiff master (``webui_double``) and early-2024 Forge + AnimateDiff forge/master
+(``webui_double_forge``, which reuses the A1111 files Forge did not change). Switching flavour drops every module
+the other flavour imported (the doubles, AnimateDiff, and the extension's WebUI package, whose ``script.py``
+subclasses ``modules.scripts.Script`` at import), so each test sees one consistent host.
+"""
 
 import importlib.util
 import sys
@@ -8,25 +14,50 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DOUBLE = Path(__file__).resolve().parent / "webui_double"
+DOUBLE_FORGE = Path(__file__).resolve().parent / "webui_double_forge"
+FLAVOURS = {"a1111": [DOUBLE], "forge": [DOUBLE_FORGE, DOUBLE]}
+#: module name prefixes that belong to one flavour's world
+_PURGE = ("modules", "modules_forge", "ldm_patched", "k_diffusion", "scripts.animatediff_", "tests.webui_double",
+          "motionprompt.hosts.webui")
 
 
-def install_double():
-    if str(DOUBLE) not in sys.path:
-        sys.path.insert(0, str(DOUBLE))
+def install_double(flavour="a1111"):
+    dirs = FLAVOURS[flavour]
+    loaded = sys.modules.get("modules")
+    if loaded is not None and Path(loaded.__file__).resolve().parent != dirs[0] / "modules":
+        for name in [n for n in sys.modules if n.startswith(_PURGE)]:
+            del sys.modules[name]
+    for d in (DOUBLE, DOUBLE_FORGE):
+        while str(d) in sys.path:
+            sys.path.remove(str(d))
+    for d in reversed(dirs):
+        sys.path.insert(0, str(d))
     import modules
 
-    assert Path(modules.__file__).resolve().parent == DOUBLE / "modules", "a real WebUI 'modules' shadows the double"
+    assert Path(modules.__file__).resolve().parent == dirs[0] / "modules", "a real WebUI 'modules' shadows the double"
 
 
 class WebUI:
     """One started WebUI: callbacks registered in load order, txt2img ScriptRunner with its UI built."""
 
-    def __init__(self, tmp_path, order=("animatediff", "motionprompt"), with_animatediff=True):
-        install_double()
+    def __init__(self, tmp_path, order=("animatediff", "motionprompt"), with_animatediff=True, flavour="a1111"):
+        install_double(flavour)
+        self.flavour = flavour
         from modules import errors, paths, processing, script_callbacks, scripts, shared
 
-        from .webui_double import animatediff as ad
-        from .webui_double.model import ToySDModel
+        if flavour == "forge":
+            from ldm_patched.modules import model_management
+            from modules import sd_models
+
+            from .webui_double_forge import animatediff as ad
+            from .webui_double_forge.model import ForgeToySDModel as ToySDModel
+
+            model_management.current_loaded_models.clear()
+            model_management.simulate_device_move = False
+            model_management.moves.clear()
+        else:
+            from .webui_double import animatediff as ad
+            from .webui_double.model import ToySDModel
 
         script_callbacks.clear_callbacks()
         scripts.scripts_data.clear()
@@ -42,15 +73,19 @@ class WebUI:
         sys.modules.pop("scripts.animatediff_mm", None)
         sys.modules.pop("scripts.animatediff_infv2v", None)
         ad.mm_animatediff.ad_params = None
-        ad.AnimateDiffMM.mm_injected = False
+        if flavour == "a1111":
+            ad.AnimateDiffMM.mm_injected = False
         self.ad = ad
         self.sd_model = ToySDModel(seed=0)
         shared.sd_model = self.sd_model
+        if flavour == "forge":
+            sd_models.model_data.sd_model = self.sd_model
         classes = []
         for name in order:
             if name == "animatediff" and with_animatediff:
                 ad.install_module()
-                script_callbacks.on_cfg_denoiser(ad.animatediff_on_cfg_denoiser)
+                script_callbacks.on_cfg_denoiser(ad.AnimateDiffInfV2V.animatediff_on_cfg_denoiser if flavour == "forge"
+                                                 else ad.animatediff_on_cfg_denoiser)
                 classes.append(ad.AnimateDiffScript)
             elif name == "motionprompt":
                 module = load_extension_script()
@@ -76,7 +111,10 @@ class WebUI:
             args[self.mp.args_from:self.mp.args_from + len(mp_args)] = mp_args
         for script in self.runner.alwayson_scripts:
             if script.title() == "AnimateDiff":
-                args[script.args_from] = dict(ad_args) if ad_args is not None else {"enable": False}
+                ad = dict(ad_args) if ad_args is not None else {"enable": False}
+                if self.flavour == "forge" and not isinstance(mp_args, dict):  # the UI hands forge/master its object
+                    ad = self.ad.AnimateDiffProcess(**ad)
+                args[script.args_from] = ad
         kwargs.setdefault("prompt", "a white fox running")
         kwargs.setdefault("steps", 8)
         kwargs.setdefault("outpath_samples", str(self.outputs / "txt2img-images"))

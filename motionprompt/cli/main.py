@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..evaluation import evaluate
     from ..toy import disc as toy_disc
     from ..toy import gate as toy_gate
+    from ..toy import results as toy_results
     from ..toy import train as toy_train
 
     toy_train.add_arguments(sub.add_parser("toy-train", help="train the toy text-to-video model on the procedural "
@@ -51,11 +52,13 @@ def main(argv: list[str] | None = None) -> int:
                                           "visible, does it move the prompted way"))
     toy_disc.add_arguments(sub.add_parser("toy-disc", help="train a discriminator on world clips vs the toy "
                                           "model's generations (guiding or independent split)"))
+    toy_results.add_arguments(sub.add_parser("toy-results", help="the whole toy-world protocol: gate, both "
+                                             "discriminators, main comparison, ablations, RESULTS.md (resumable)"))
     evaluate.add_arguments(sub.add_parser("evaluate", help="plain vs guided on held-out prompts and seeds: paired "
                                           "statistics, independent D, weight-free and ground-truth metrics"))
     args = parser.parse_args(argv)
     commands = {"toy-train": toy_train.run, "toy-check": toy_gate.run, "toy-disc": toy_disc.run,
-                "evaluate": evaluate.run}
+                "toy-results": toy_results.run, "evaluate": evaluate.run}
     if args.command in commands:
         return commands[args.command](args)
     if args.command in ("train", "score"):  # exit code 2 on bad input, with the reason on stderr

@@ -117,7 +117,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--arch-config", default=None, metavar="JSON",
                    help='other architecture arguments as JSON, e.g. \'{"depth": 3}\'')
     t.add_argument("--steps", type=int, default=2000, help="optimizer steps (default 2000)")
-    t.add_argument("--batch", type=int, default=32, help="batch size, half real half fake (default 32)")
+    t.add_argument("--batch", type=int, default=32, help="batch size, half real half fake (default 32); under torchrun the global batch, "
+                        "split evenly over the processes")
     t.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (default 3e-4)")
     t.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
     t.add_argument("--no-augment", action="store_true", help="no flips / time reversal of flows")
@@ -184,6 +185,8 @@ def run_train(args) -> int:
         if main_thread:
             signal.signal(signal.SIGINT, previous)
     printer.close()
+    if result.rank != 0:  # under torchrun rank 0 reports for all
+        return 0
     d = result.data
     print(f"data: {d.get('real_clips', 0)} real clip(s), {d.get('generated_clips', 0)} generated clip(s); "
           f"samples {d.get('samples', {})}; validation clips: {', '.join(d.get('val_clips', [])) or '-'}")

@@ -77,6 +77,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true")
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m motionprompt toy-disc")
+    add_arguments(p)
+    return p
+
+
 def run(args) -> int:
     from ..cli.train import ProgressPrinter
     from ..training.dataset import DataError

@@ -28,7 +28,7 @@ import torch
 
 from ..files.video import to_tensor
 from .model import ToyArch, ToyParts, build, load_tensors, save_model, set_latent_stats, state_tensors
-from .world import LEVELS, render, sample_scene
+from .world import LEVELS, WorldSpec, render, sample_scene
 
 STATE_FORMAT = "motionprompt-toy-train-state"
 MIN_SNR_GAMMA = 5.0
@@ -48,9 +48,15 @@ class ToyTrainConfig:
     warmup: int = 200
     caption_dropout: float = 0.1
     save_every: float = 600.0  # seconds
+    device: str = "cpu"
+    workers: int = 0  # processes rendering the next steps' clips (0 = in the training loop)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k not in RUNTIME_KEYS}
+
+
+#: settings that say how to run, not what is learned: free to change on a resume
+RUNTIME_KEYS = ("device", "workers", "save_every")
 
 
 def train_seed(cfg: ToyTrainConfig, step: int, i: int, phase: str) -> int:
@@ -60,6 +66,30 @@ def train_seed(cfg: ToyTrainConfig, step: int, i: int, phase: str) -> int:
 
 
 HELD_OUT_SEED_BASE = 1 << 40
+
+
+def render_clips(cfg: ToyTrainConfig, spec: WorldSpec, size: int, step: int, n: int,
+                 phase: str) -> tuple[list[np.ndarray], list[str]]:
+    clips, caps = [], []
+    for i in range(n):
+        scene = sample_scene(spec, train_seed(cfg, step, i, phase))
+        clips.append(render(scene, size))
+        caps.append(scene.caption)
+    return clips, caps
+
+
+class StepClips(torch.utils.data.Dataset):
+    """The UNet phase's clips by step, so worker processes can render the next steps while the model trains."""
+
+    def __init__(self, cfg: ToyTrainConfig, spec: WorldSpec, size: int, start: int):
+        self.cfg, self.spec, self.size, self.start = cfg, spec, size, start
+
+    def __len__(self) -> int:
+        return max(0, self.cfg.steps - self.start)
+
+    def __getitem__(self, k: int):
+        clips, caps = render_clips(self.cfg, self.spec, self.size, self.start + k, self.cfg.batch, "unet")
+        return np.stack(clips), caps
 
 
 def _frames_tensor(clips: list[np.ndarray]) -> torch.Tensor:
@@ -102,11 +132,16 @@ class ToyTrainer:
         self.history: list[dict] = []
         self.ema: dict[str, torch.Tensor] = {}
         self.seconds = 0.0
+        self.notes: list[str] = []  # e.g. batch changes on resume, kept in the state's metadata
         from ..hosts.diffusers.models import ddim_scheduler
 
+        self.device = torch.device(cfg.device)
         self.alphas_cumprod = ddim_scheduler().alphas_cumprod.float()
         if self.state_path.is_file():
             self._load()
+        for m in self.parts.modules().values():
+            m.to(self.device)
+        self.ema = {k: v.to(self.device) for k, v in self.ema.items()}
 
     # ----------------------------------------------------------------- state
     def _trainable(self) -> dict[str, torch.nn.Parameter]:
@@ -120,10 +155,11 @@ class ToyTrainer:
         from ..files.atomic import save_safetensors
 
         tensors = {f"raw.{k}": v.float() if v.is_floating_point() else v for k, v in state_tensors(self.parts).items()}
-        tensors.update({f"ema.{k}": v.detach().to(torch.float16).contiguous() for k, v in self.ema.items()})
+        tensors.update({f"ema.{k}": v.detach().to("cpu", torch.float16).contiguous() for k, v in self.ema.items()})
         meta = {
             "format": STATE_FORMAT, "arch": json.dumps(self.parts.arch.to_dict()), "config": json.dumps(self.cfg.to_dict()),
             "phase": self.phase, "step": str(self.step), "vae_step": str(self.vae_step), "seconds": f"{self.seconds:.1f}",
+            "notes": json.dumps(self.notes),
         }
         save_safetensors(tensors, meta, self.state_path)
         if self.phase == "unet" and self.ema:
@@ -139,10 +175,14 @@ class ToyTrainer:
         if meta.get("format") != STATE_FORMAT:
             raise ValueError(f"{self.state_path} is not a toy training state (format {meta.get('format')!r})")
         saved = json.loads(meta["config"])
-        for key in ("level", "seed", "batch", "vae_batch"):
+        for key in ("level", "seed", "vae_batch"):
             if saved.get(key) != getattr(self.cfg, key):
                 raise ValueError(f"state was trained with {key}={saved.get(key)!r}, not {getattr(self.cfg, key)!r}; "
                                  "resume with the same settings or start a new state file")
+        self.notes = json.loads(meta.get("notes", "[]"))
+        if saved.get("batch") != self.cfg.batch:  # e.g. a larger batch on a GPU: the seeds stay f(seed, step, i)
+            self.notes.append(f"batch {saved.get('batch')} -> {self.cfg.batch} at UNet step {meta['step']}")
+            self.log(f"note: {self.notes[-1]}")
         self.parts = build(ToyArch.from_dict(json.loads(meta["arch"])), seed=self.cfg.seed)
         tensors = load_file(str(self.state_path))
         load_tensors(self.parts, tensors, prefix="raw.")
@@ -167,7 +207,7 @@ class ToyTrainer:
     def ema_parts(self) -> ToyParts:
         parts = build(self.parts.arch, seed=self.cfg.seed)
         tensors = state_tensors(self.parts)
-        tensors.update(self.ema)
+        tensors.update({k: v.cpu() for k, v in self.ema.items()})
         load_tensors(parts, tensors)
         return parts
 
@@ -175,16 +215,19 @@ class ToyTrainer:
         recent = [h["loss"] for h in self.history[-200:] if h.get("phase") == 1]
         return {"level": self.cfg.level, "unet_steps": self.step, "vae_steps": self.vae_step, "batch": self.cfg.batch,
                 "seed": self.cfg.seed, "train_seconds": round(self.seconds), "ema_decay": EMA_DECAY,
-                "loss_recent": float(np.mean(recent)) if recent else None}
+                "loss_recent": float(np.mean(recent)) if recent else None, "notes": self.notes}
 
     # ----------------------------------------------------------------- phases
     def _clips(self, step: int, n: int, phase: str) -> tuple[list[np.ndarray], list[str]]:
-        clips, caps = [], []
-        for i in range(n):
-            scene = sample_scene(self.spec, train_seed(self.cfg, step, i, phase))
-            clips.append(render(scene, self.parts.arch.size))
-            caps.append(scene.caption)
-        return clips, caps
+        return render_clips(self.cfg, self.spec, self.parts.arch.size, step, n, phase)
+
+    def _unet_batches(self):
+        """(clips, captions) for steps self.step, self.step + 1, ...: rendered here, or ahead in worker processes."""
+        data = StepClips(self.cfg, self.spec, self.parts.arch.size, self.step)
+        if self.cfg.workers <= 0:
+            return (data[k] for k in range(len(data)))
+        return iter(torch.utils.data.DataLoader(data, batch_size=None, num_workers=self.cfg.workers,
+                                                prefetch_factor=4, persistent_workers=False))
 
     def vae_step_fn(self, opt) -> float:
         step = self.vae_step
@@ -192,7 +235,7 @@ class ToyTrainer:
         clips, _ = self._clips(step, max(1, self.cfg.vae_batch // 4), "vae")
         frames = _frames_tensor(clips).flatten(0, 1)
         pick = torch.randperm(frames.shape[0], generator=gen)[: self.cfg.vae_batch]
-        x = frames[pick]
+        x = frames[pick].to(self.device)
         vae = self.parts.vae.train()
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.mode()).sample  # deterministic: sampled latents taught the decoder to blur
@@ -206,27 +249,28 @@ class ToyTrainer:
         self.parts.vae.eval().requires_grad_(False)
         clips, _ = self._clips(10**6, 32, "vae")
         with torch.no_grad():
-            mean = self.parts.vae.encode(_frames_tensor(clips).flatten(0, 1)).latent_dist.mean
+            mean = self.parts.vae.encode(_frames_tensor(clips).flatten(0, 1).to(self.device)).latent_dist.mean
         set_latent_stats(self.parts, float(mean.mean()), float(mean.std()))
         self.log(f"VAE done: latent mean {float(mean.mean()):.3f}, std {float(mean.std()):.3f} -> normalised")
         self.phase = "unet"
 
-    def unet_step_fn(self, opt) -> float:
-        cfg, step = self.cfg, self.step
+    def unet_step_fn(self, opt, batch: tuple | None = None) -> float:
+        """One step on ``batch`` = (uint8 clips [B, F, H, W, 3], captions) of this step, rendered here if None."""
+        cfg, step, dev = self.cfg, self.step, self.device
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         rng = np.random.default_rng([cfg.seed, step])
-        clips, caps = self._clips(step, cfg.batch, "unet")
+        clips, caps = batch if batch is not None else self._clips(step, cfg.batch, "unet")
         caps = ["" if rng.random() < cfg.caption_dropout else c for c in caps]
-        z = encode_latents(self.parts, _frames_tensor(clips))
+        z = encode_latents(self.parts, _frames_tensor([np.asarray(c) for c in clips]).to(dev))
         b, f = z.shape[0], z.shape[2]
         t = torch.randint(0, len(self.alphas_cumprod), (b,), generator=gen)
-        noise = torch.randn(z.shape, generator=gen)
-        ab = self.alphas_cumprod[t].view(b, 1, 1, 1, 1)
+        noise = torch.randn(z.shape, generator=gen).to(dev)  # drawn on the CPU: same numbers on every device
+        ab = self.alphas_cumprod[t].view(b, 1, 1, 1, 1).to(dev)
         noisy = ab.sqrt() * z + (1 - ab).sqrt() * noise
         self.parts.unet.train()
         self.parts.text.train()
-        cond = self.parts.text(self.parts.caption_ids(caps))[0].repeat_interleave(f, dim=0)
-        pred = self.parts.unet(noisy, t, encoder_hidden_states=cond).sample
+        cond = self.parts.text(self.parts.caption_ids(caps).to(dev))[0].repeat_interleave(f, dim=0)
+        pred = self.parts.unet(noisy, t.to(dev), encoder_hidden_states=cond).sample
         snr = ab.flatten() / (1 - ab.flatten())
         weight = torch.clamp(snr, max=MIN_SNR_GAMMA) / snr
         loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3, 4))).mean()
@@ -280,6 +324,7 @@ class ToyTrainer:
         params = list(self._trainable().values())
         opt = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=0.01)
         start = self.step
+        batches = self._unet_batches()
         while self.step < self.cfg.steps:
             if stop():
                 tick(force=True)
@@ -287,7 +332,7 @@ class ToyTrainer:
             warm = min(1.0, (self.step - start + 1) / self.cfg.warmup)  # also after a resume: moments are new
             for g in opt.param_groups:
                 g["lr"] = self.cfg.lr * warm
-            loss = self.unet_step_fn(opt)
+            loss = self.unet_step_fn(opt, next(batches))
             self.step += 1
             self.history.append({"phase": 1, "step": self.step, "loss": loss})
             if progress:
@@ -312,13 +357,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-every", type=float, default=d.save_every, help="seconds between state saves")
     p.add_argument("--max-minutes", type=float, default=0, help="stop (saved, resumable) after this long; 0 = no limit")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes rendering clips ahead of the UNet (worth it on a GPU; 0 = in the loop)")
 
 
 def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     cfg = ToyTrainConfig(level=args.level, seed=args.seed, vae_steps=args.vae_steps, steps=args.steps,
-                         batch=args.batch, lr=args.lr, save_every=args.save_every)
+                         batch=args.batch, lr=args.lr, save_every=args.save_every, device=device, workers=args.workers)
     try:
         trainer = ToyTrainer(cfg, Path(args.state), log=lambda m: print(m, file=sys.stderr, flush=True))
     except (ValueError, OSError) as exc:

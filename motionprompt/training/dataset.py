@@ -77,11 +77,14 @@ def build_flow_set(
     exclude=(),
     progress=None,
     interrupted=None,
+    collect_jobs=collect,
 ) -> FlowSet:
     """Find clips, get their flows through ``cache``, label and split them. Raises ``DataError``.
 
     ``synthetic_per_clip`` (per real clip) defaults to ``pairs_per_clip`` without generated folders and
     half of it with them, so synthetic negatives complement rather than swamp real generated videos.
+    ``collect_jobs`` is ``flow_cache.collect`` or, under torchrun, its rank-sharded ``collect_shared``;
+    everything after it is a pure function of the files and the seed, hence the same on every rank.
     """
     generated = list(generated or [])
     corruptions = tuple(corruptions)
@@ -106,7 +109,7 @@ def build_flow_set(
     jobs += [(c, "generated", PairPlan(pairs_per_clip, **base)) for c in gen_clips]
     if corruptions and synthetic_per_clip > 0:
         jobs += [(c, "synthetic", PairPlan(synthetic_per_clip, **base, corruptions=corruptions)) for c in real_clips]
-    got, skipped_now, finished = collect(cache, jobs, progress, interrupted)
+    got, skipped_now, finished = collect_jobs(cache, jobs, progress, interrupted)
     skipped = real_skipped + gen_skipped + skipped_now
     notes: list[str] = []
     if not finished:

@@ -11,12 +11,17 @@ stale shard of that clip and role is deleted. Clips that cannot be used get a sh
 
 Flows are stored normalized (fraction of the frame, ``judge.pair_flow``), float16, at the flow
 working resolution: exactly what the discriminator sees.
+
+One file per (clip, role), each appearing only by an atomic rename, is what lets several torchrun
+processes fill one folder at once (``collect_shared``): no two of them own the same file, and a reader
+sees a shard whole or not at all.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -44,6 +49,7 @@ from .clips import (
 )
 from .corruptions import apply_transform, plan_pair
 
+log_ = logging.getLogger(__name__)
 SHARD_FORMAT = "motionprompt.flowshard"
 CACHE_VERSION = 1
 ROLES = {"real": 1, "generated": 2, "synthetic": 3}
@@ -134,6 +140,24 @@ class FlowCache:
         self._write(path, key, result)
         self.computed += 1
         return result
+
+    def sweep_orphans(self, older_than_s: float = 3600.0) -> int:
+        """Delete temp files left by writers killed mid-save; returns how many.
+
+        A shard's temp file lives for the seconds its save takes, so one an hour old belongs to a dead
+        process, never to a live writer of a concurrent run sharing this folder.
+        """
+        if not self.folder.is_dir():
+            return 0
+        removed, now = 0, time.time()
+        for tmp in self.folder.glob(".*.safetensors.*.tmp"):
+            try:
+                if now - tmp.stat().st_mtime > older_than_s:
+                    tmp.unlink()
+                    removed += 1
+            except OSError:  # another process swept it first
+                pass
+        return removed
 
     # -- storage -----------------------------------------------------------------------------------
 
@@ -232,6 +256,44 @@ class FlowCache:
         return ClipFlows(clip, role, torch.cat(out), pairs, [s[3] for s in specs], n, False)
 
 
+def _run(cache: FlowCache, jobs: list[tuple[Clip, str, PairPlan]], which, progress=None, interrupted=None
+         ) -> tuple[dict[int, ClipFlows | Skipped], bool]:
+    """``cache.get`` for the jobs numbered ``which``; progress counts these jobs only. (results, finished)."""
+    which = list(which)
+    results: dict[int, ClipFlows | Skipped] = {}
+    t0 = time.perf_counter()
+    computed_time, computed_n = 0.0, 0
+    for done, i in enumerate(which, 1):
+        if interrupted is not None and interrupted():
+            return results, False
+        clip, role, plan = jobs[i]
+        t = time.perf_counter()
+        before = cache.computed
+        results[i] = cache.get(clip, role, plan)
+        if cache.computed > before:
+            computed_time += time.perf_counter() - t
+            computed_n += 1
+        if progress is not None:
+            left = len(which) - done
+            eta = left * (computed_time / computed_n) if computed_n else (0.0 if left == 0 else None)
+            progress(done, len(which), {"phase": "flow", "clip": clip.name, "role": role,
+                                        "elapsed": time.perf_counter() - t0}, eta)
+    return results, True
+
+
+def _in_job_order(jobs, results: dict[int, ClipFlows | Skipped]) -> tuple[list[ClipFlows], list[Skipped]]:
+    got: list[ClipFlows] = []
+    skipped: list[Skipped] = []
+    for i in sorted(results):
+        r, role = results[i], jobs[i][1]
+        if isinstance(r, Skipped):
+            if role != "synthetic" or not any(s.path == r.path for s in skipped):  # one report per file
+                skipped.append(r)
+        else:
+            got.append(r)
+    return got, skipped
+
+
 def collect(cache: FlowCache, jobs: list[tuple[Clip, str, PairPlan]], progress=None, interrupted=None
             ) -> tuple[list[ClipFlows], list[Skipped], bool]:
     """Run ``cache.get`` over (clip, role, plan) jobs with progress; stops early when interrupted.
@@ -239,27 +301,32 @@ def collect(cache: FlowCache, jobs: list[tuple[Clip, str, PairPlan]], progress=N
     ``progress(done, total, info, eta_seconds)``: info = {"phase": "flow", "clip": name, "role": role}.
     Returns (flows, skipped, finished).
     """
-    got: list[ClipFlows] = []
-    skipped: list[Skipped] = []
-    t0 = time.perf_counter()
-    computed_time, computed_n = 0.0, 0
-    for i, (clip, role, plan) in enumerate(jobs):
-        if interrupted is not None and interrupted():
-            return got, skipped, False
-        t = time.perf_counter()
-        before = cache.computed
-        r = cache.get(clip, role, plan)
-        if cache.computed > before:
-            computed_time += time.perf_counter() - t
-            computed_n += 1
-        if isinstance(r, Skipped):
-            if role != "synthetic" or not any(s.path == r.path for s in skipped):
-                skipped.append(r)
-        else:
-            got.append(r)
-        if progress is not None:
-            left = len(jobs) - i - 1
-            eta = left * (computed_time / computed_n) if computed_n else (0.0 if left == 0 else None)
-            progress(i + 1, len(jobs), {"phase": "flow", "clip": clip.name, "role": role,
-                                        "elapsed": time.perf_counter() - t0}, eta)
-    return got, skipped, True
+    results, finished = _run(cache, jobs, range(len(jobs)), progress, interrupted)
+    return (*_in_job_order(jobs, results), finished)
+
+
+def collect_shared(group, cache: FlowCache, jobs: list[tuple[Clip, str, PairPlan]], progress=None,
+                   interrupted=None) -> tuple[list[ClipFlows], list[Skipped], bool]:
+    """``collect`` split over the ranks of ``group`` (``distributed.Group``) sharing one cache folder.
+
+    Rank r computes jobs r, r + N, ... (round robin keeps the shares even across real, generated and
+    synthetic jobs), all ranks wait at a barrier, then each reads the other ranks' shards. Shards are
+    only ever created by ``os.replace`` of a complete temp file and no two ranks own the same job, so
+    concurrent writers cannot produce a half-written or mixed shard; a rank killed mid-write leaves a
+    ``.tmp`` file that no reader opens. Progress and interruption cover this rank's share; the ranks
+    then agree on stopping, since one that stopped alone would leave the others at the next barrier.
+    A shard missing after the barrier (the folder is not shared between nodes) is computed here.
+    """
+    results, finished = _run(cache, jobs, range(group.rank, len(jobs), group.world), progress, interrupted)
+    group.barrier()  # past this line every rank's shards are on disk
+    if group.any(not finished):
+        return (*_in_job_order(jobs, results), False)
+    own_computed, own_reused = cache.computed, cache.reused
+    rest, _ = _run(cache, jobs, [i for i in range(len(jobs)) if i not in results])
+    results.update(rest)
+    cache.reused = own_reused  # reading the other ranks' work is not reuse of an earlier run
+    late = cache.computed - own_computed
+    if late:
+        log_.warning("rank %d computed %d flow shard(s) another rank had written: is the cache folder %s on "
+                     "storage every node sees?", group.rank, late, cache.folder)
+    return (*_in_job_order(jobs, results), True)

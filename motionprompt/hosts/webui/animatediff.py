@@ -56,12 +56,21 @@ def scheduler():
     return getattr(cls, "uniform", None)
 
 
+def forge_wrapper():
+    """AnimateDiff forge/master's ``model_function_wrapper`` (``AnimateDiffInfV2V.mm_sd_forward``, a staticmethod that
+    ``inject`` installs on a clone of Forge's UnetPatcher); None without that branch."""
+    mod = sys.modules.get("scripts.animatediff_infv2v")
+    cls = getattr(mod, "AnimateDiffInfV2V", None) if mod else None
+    return getattr(cls, "mm_sd_forward", None)
+
+
 def installed() -> bool:
     return module() is not None
 
 
 def state() -> AnimateDiffState | None:
-    """The running AnimateDiff job, or None when AnimateDiff is absent, disabled or not injected."""
+    """The running AnimateDiff job, or None when AnimateDiff is absent or disabled. ``injected`` is master's class
+    flag; forge/master has none and injects per sampling (``forge.ForgePath.injected``)."""
     mod = module()
     mm = getattr(mod, "mm_animatediff", None) if mod else None
     params = getattr(mm, "ad_params", None)

@@ -8,6 +8,8 @@ eps -> x0 for DDIM-like samplers).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ...engine.host import PredictX0
@@ -96,3 +98,28 @@ def predictor(params, cfg_scale: float, x0_mode: str, frames: int | None = None,
         return x0_c[:keep]
 
     return predict
+
+
+class A1111Path:
+    """How a guided step reaches A1111's UNet (``forge.ForgePath`` is Forge's): the callback's ``[cond; uncond]``
+    rows through the k-diffusion/timestep wrapper (``predictor``), cond rows only where ``unet_path`` allows."""
+
+    name = "a1111"
+    label = "A1111"
+
+    def injected(self, params, ad) -> bool:
+        return ad.injected
+
+    def host(self, sd_model, encoder, state) -> WebUIHost:
+        return WebUIHost(sd_model, encoder, state)
+
+    def step(self, params):
+        return contextlib.nullcontext()
+
+    def predictor(self, params, p, cfg_scale: float, x0_mode: str, ad) -> tuple[PredictX0, str]:
+        from modules import shared
+
+        batched = bool(shared.opts.batch_cond_uncond)
+        path = choose(p, batched, ad)
+        frames = ad.video_length if ad else None
+        return predictor(params, cfg_scale, x0_mode, frames, batched, path), path.text()

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 
-from . import animatediff, paths
+from . import animatediff, flavour, paths
 
 
 def accordion(value: bool, label: str, elem_id: str):
@@ -88,12 +87,18 @@ def _mtime(path) -> int:
 def status_line() -> str | None:
     """Shown in the accordion when guidance cannot run on this WebUI at all (known at UI build time)."""
     if _is_forge():
-        return ("Guidance is unavailable on Forge: it has no AnimateDiff and samples in inference mode. "
-                "The MotionPrompt tab (discriminator training) works.")
+        if flavour.ui_kind() == flavour.FORGE2:
+            where = "Forge 2 (current main): AnimateDiff cannot run there"
+        else:
+            where = "Forge: this version's sampling path is neither early-2024 Forge's nor reForge's"
+        return (f"Guidance is unavailable on {where}. Use early-2024 Forge (git tag 'previous') or reForge with "
+                "sd-webui-animatediff forge/master. The MotionPrompt tab (discriminator training) works.")
     if not animatediff.installed():
-        return "Install sd-webui-animatediff: MotionPrompt guides AnimateDiff videos."
+        branch = " (branch forge/master on Forge)" if flavour.ui_kind() == flavour.FORGE else ""
+        return f"Install sd-webui-animatediff{branch}: MotionPrompt guides AnimateDiff videos."
     return None
 
 
 def _is_forge() -> bool:
-    return importlib.util.find_spec("modules_forge") is not None
+    """A Forge guidance cannot run on (Forge 2, or one of unknown lineage); early-2024 Forge and reForge are guided."""
+    return flavour.ui_kind() in (flavour.FORGE2, flavour.FORGE_OTHER)

@@ -63,6 +63,10 @@ class Script:
     def process_batch(self, p, *args, **kwargs):
         pass
 
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        """Forge first (modules/scripts.py), A1111 since v1.10.0: right before ``sampler.sample``."""
+        pass
+
     def post_sample(self, p, ps, *args):
         pass
 
@@ -134,6 +138,9 @@ class ScriptRunner:
 
     def process_batch(self, p, **kwargs):
         self._call("process_batch", p, **kwargs)
+
+    def process_before_every_sampling(self, p, **kwargs):
+        self._call("process_before_every_sampling", p, **kwargs)
 
     def post_sample(self, p, ps):
         self._call("post_sample", p, ps)

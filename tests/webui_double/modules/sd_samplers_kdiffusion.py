@@ -2,38 +2,11 @@
 (decorated no_grad like k_diffusion.sampling), callback_state updating state.sampling_step."""
 
 import torch
+from k_diffusion.external import CompVisDenoiser
+from k_diffusion.sampling import sample_euler, sample_heun, to_d  # noqa: F401  (A1111 imports them the same way)
 from modules import shared
 from modules.sd_samplers_cfg_denoiser import CFGDenoiser
 from modules.sd_samplers_common import InterruptedException
-
-
-class CompVisDenoiser(torch.nn.Module):
-    """k_diffusion.external.CompVisDenoiser: x0 = x - sigma * eps(x * c_in, t(sigma))."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.inner_model = model
-        ac = model.alphas_cumprod
-        self.register_buffer("sigmas", ((1 - ac) / ac) ** 0.5)
-        self.register_buffer("log_sigmas", self.sigmas.log())
-
-    def sigma_to_t(self, sigma):
-        log_sigma = sigma.log()
-        dists = log_sigma - self.log_sigmas[:, None]
-        low_idx = dists.ge(0).cumsum(dim=0).argmax(dim=0).clamp(max=self.log_sigmas.shape[0] - 2)
-        high_idx = low_idx + 1
-        low, high = self.log_sigmas[low_idx], self.log_sigmas[high_idx]
-        w = ((low - log_sigma) / (low - high)).clamp(0, 1)
-        t = (1 - w) * low_idx + w * high_idx
-        return t.view(sigma.shape)
-
-    def get_scalings(self, sigma):
-        return -sigma, 1 / (sigma**2 + 1) ** 0.5
-
-    def forward(self, input, sigma, **kwargs):
-        c_out, c_in = [s[:, None, None, None] for s in self.get_scalings(sigma)]
-        eps = self.inner_model.apply_model(input * c_in, self.sigma_to_t(sigma), **kwargs)
-        return input + eps * c_out
 
 
 class CFGDenoiserKDiffusion(CFGDenoiser):
@@ -42,39 +15,6 @@ class CFGDenoiserKDiffusion(CFGDenoiser):
         if self.model_wrap is None:
             self.model_wrap = CompVisDenoiser(shared.sd_model)
         return self.model_wrap
-
-
-def to_d(x, sigma, denoised):
-    return (x - denoised) / sigma
-
-
-@torch.no_grad()
-def sample_euler(model, x, sigmas, extra_args=None, callback=None):
-    s_in = x.new_ones([x.shape[0]])
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "denoised": denoised})
-        x = x + to_d(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
-    return x
-
-
-@torch.no_grad()
-def sample_heun(model, x, sigmas, extra_args=None, callback=None):
-    s_in = x.new_ones([x.shape[0]])
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "denoised": denoised})
-        d = to_d(x, sigmas[i], denoised)
-        dt = sigmas[i + 1] - sigmas[i]
-        if sigmas[i + 1] == 0:
-            x = x + d * dt
-        else:
-            x_2 = x + d * dt
-            d_2 = to_d(x_2, sigmas[i + 1], model(x_2, sigmas[i + 1] * s_in, **extra_args))
-            x = x + (d + d_2) / 2 * dt
-    return x
 
 
 SAMPLERS = {"Euler": (sample_euler, False), "Heun": (sample_heun, True)}

@@ -1,0 +1,146 @@
+"""``python -m motionprompt toy-results``: the whole toy-world protocol in one resumable command.
+
+Gate → the two discriminators (the paper's protocol, disjoint splits) → the main comparison (paper and
+fast presets vs plain on every held-out prompt) → the paper's ablations on a fixed subset → one
+markdown file with the tables the README quotes. Every stage keeps its outputs, so running the command
+again continues where it stopped; nothing here looks at a result before the arms, prompts and seeds
+below are fixed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .demo import GUIDE_D, INDEPENDENT_D
+
+#: fixed before any guided toy result was looked at (issue 9's ablation list)
+MAIN_ARMS = ("paper", "fast")
+MAIN_SIZE = (24, 3)  # held-out prompts x seeds: 72 pairs (target >= 64)
+ABLATION_SIZE = (12, 2)
+ABLATION_ARMS = (
+    "paper",
+    "K1=paper:inner_iters=1",
+    "K2=paper:inner_iters=2",
+    "K5=paper:inner_iters=5",
+    "early=paper:window_start=0.0,window_end=0.4",
+    "all_steps=paper:window_start=0.0,window_end=1.0",
+    "tv0=paper:lambda_tv=0.0",
+    "tv1=paper:lambda_tv=1.0",
+    "tokens3=paper:n_tokens=3",
+    "init_the=paper:init_word=the",
+    "nsgd=paper:optimizer=nsgd,lr=0.1",
+    "flow_iters3=paper:flow.iters=3",
+    "control=paper:lr=1e-12",  # the whole inner loop, no token change: isolates the effect of the update
+)
+#: the columns of the tables: metric, higher is better
+TABLE_METRICS = ("d_independent", "d_guide", "warp_error", "flicker", "direction_ok", "jerk", "area_cv")
+
+
+def discriminators(out: Path, model: str, log=print) -> dict[str, Path]:
+    """The shipped pair when present, else trained here with ``toy-disc``'s defaults (resumable)."""
+    if GUIDE_D.is_file() and INDEPENDENT_D.is_file() and model == "toy":
+        return {"guide": GUIDE_D, "independent": INDEPENDENT_D}
+    from . import disc as toy_disc
+
+    paths = {}
+    for role in ("guide", "independent"):
+        path = out / "discs" / f"{role}.safetensors"
+        if not path.is_file():
+            args = toy_disc.build_parser().parse_args(["--model", model, "--role", role, "--data", str(out / "discs"),
+                                                      "--out", str(path), "--resume"])
+            if toy_disc.run(args) != 0:
+                raise SystemExit(f"training the {role} discriminator failed")
+        paths[role] = path
+    log(f"discriminators: {paths['guide']}, {paths['independent']}")
+    return paths
+
+
+def evaluation(out: Path, model: str, discs: dict, arms, size: tuple[int, int], log=print) -> dict:
+    from ..evaluation.evaluate import Arm, Evaluation
+
+    ev = Evaluation(out, model, str(discs["guide"]), str(discs["independent"]), [Arm.parse(a) for a in arms],
+                    size[0], size[1], steps=25, cfg_scale=5.0, log=log)
+    total = size[0] * size[1] * (1 + len(arms))
+    return ev.run(progress=lambda n, t: log(f"  {out.name}: clip {n}/{total}") if n % 10 == 0 or n == t else None)
+
+
+def _cell(s: dict) -> str:
+    if not s.get("n"):
+        return "–"
+    ci = s.get("ci95") or [float("nan")] * 2
+    p = s.get("p_value")
+    p_txt = "–" if p is None else (f"{p:.0e}" if p < 1e-3 else f"{p:.3f}")
+    return f"{s['diff_mean']:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}] win {s['win_rate']:.2f} p {p_txt}"
+
+
+def tables(gate: dict | None, main: dict, ablation: dict) -> str:
+    lines = ["# Toy-world results", "", "Written by `python -m motionprompt toy-results`; each cell: guided − plain, "
+             "95 % bootstrap CI, win rate (guided better), Wilcoxon p.", ""]
+    if gate is not None:
+        m = gate["model"]
+        verdict = "passed" if gate["passed"] else "NOT passed: the guidance numbers below do not count yet"
+        lines += [f"Quality gate ({m['clips']} plain samples): object visible in {m['visible_frames']:.1%} of frames, "
+                  f"prompted direction in {m['direction_ok']:.1%} of clips — {verdict}.", ""]
+    for title, summary in (("Main comparison", main), ("Ablations", ablation)):
+        lines += [f"## {title}: {summary['pairs']} paired samples, plain {summary.get('plain_seconds_mean') or 0:.1f} "
+                  "s/clip", "", "| arm | time × | " + " | ".join(TABLE_METRICS) + " |",
+                  "|---" * (2 + len(TABLE_METRICS)) + "|"]
+        for arm, e in summary["arms"].items():
+            ratio = e.get("time_ratio_mean")
+            lines.append(f"| {arm} | {ratio:.2f} | " if ratio is not None else f"| {arm} | – | ")
+            lines[-1] += " | ".join(_cell(e["metrics"].get(m, {})) for m in TABLE_METRICS) + " |"
+        if summary.get("flow_frechet_to_real"):
+            lines += ["", "Fréchet distance to real clips on flow statistics (lower = closer): " + ", ".join(
+                f"{k} {v:.3f}" for k, v in summary["flow_frechet_to_real"].items())]
+        kept = {a: e["kept_vs_paper"] for a, e in summary["arms"].items() if e.get("kept_vs_paper")}
+        if kept:
+            lines += ["", "Share of the paper preset's effect kept (independent D, warp error): " + "; ".join(
+                f"{a} {_pct(k.get('d_independent'))}, {_pct(k.get('warp_error'))}" for a, k in kept.items())]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _pct(v) -> str:
+    return "–" if v is None else f"{v:.0%}"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="toy", help='"toy" (shipped) or a toy model .safetensors')
+    p.add_argument("--out", default="outputs/toy-results")
+    p.add_argument("--skip-ablations", action="store_true", help="gate, discriminators and the main comparison only")
+
+
+def run(args) -> int:
+    from ..files.atomic import write_json, write_text
+    from .gate import check
+    from .model import SHIPPED, ToyModelError, load_model
+
+    def log(m):
+        print(m, file=sys.stderr, flush=True)
+
+    out = Path(args.out)
+    try:
+        parts = load_model(SHIPPED if args.model == "toy" else args.model)
+    except ToyModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    gate_path = out / "gate.json"
+    if gate_path.is_file():
+        gate = json.loads(gate_path.read_text())
+    else:
+        log("quality gate: plain samples of all 96 captions")
+        gate = check(parts)[0]
+        write_json(gate_path, gate, indent=1)
+    log(f"gate {'passed' if gate['passed'] else 'NOT passed'}: visible {gate['model']['visible_frames']:.1%}, "
+        f"direction {gate['model']['direction_ok']:.1%}")
+    discs = discriminators(out, args.model, log)
+    main = evaluation(out / "main", args.model, discs, MAIN_ARMS, MAIN_SIZE, log)
+    ablation = {"pairs": 0, "arms": {}} if args.skip_ablations else \
+        evaluation(out / "ablations", args.model, discs, ABLATION_ARMS, ABLATION_SIZE, log)
+    text = tables(gate, main, ablation)
+    write_text(out / "RESULTS.md", text)
+    print(text)
+    return 0
