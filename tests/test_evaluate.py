@@ -97,6 +97,7 @@ def test_summary_of_a_planted_improvement_is_significant_only_where_planted():
     assert s["metrics"]["warp_error"]["diff_mean"] == 0 and s["time_ratio_mean"] == pytest.approx(3.0)
 
 
+@pytest.mark.diffusers
 def test_every_fixed_toy_results_arm_is_a_valid_setting_that_differs_from_the_paper_where_named(files):
     """A typo in an ablation arm would only surface an hour into ``toy-results``: each must build its config."""
     from motionprompt.disc.checkpoint import load_discriminator

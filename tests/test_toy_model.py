@@ -109,6 +109,7 @@ def test_a_state_from_other_settings_is_refused(tmp_path, one_torch_thread):
         ToyTrainer(ToyTrainConfig(), state)
 
 
+@pytest.mark.diffusers
 def test_a_larger_batch_on_resume_continues_the_same_run_and_is_recorded(tmp_path, one_torch_thread):
     state = tmp_path / "state.safetensors"
     ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=1, batch=2, save_every=1e9), state, arch=TINY).run()
@@ -120,6 +121,7 @@ def test_a_larger_batch_on_resume_continues_the_same_run_and_is_recorded(tmp_pat
     assert load_model(tmp_path / "toy_model.safetensors").meta["notes"] == again.notes
 
 
+@pytest.mark.diffusers
 def test_clips_rendered_by_worker_processes_train_exactly_like_the_loop(tmp_path, one_torch_thread):
     weights = {}
     for workers in (0, 1):
