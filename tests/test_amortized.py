@@ -1,6 +1,7 @@
 """Amortized MotionPrompt: trajectories, resumable training, the planted-judge effect, the CLI."""
 
 import csv
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -163,3 +164,9 @@ def test_cli_trains_exports_and_renames_a_token(tmp_path, prompts_file, one_torc
     assert main(["token-export", str(out / "mp_test.safetensors"), "--name", "walk", "--to", str(tmp_path / "emb")]) == 0
     copy = token_file.load_token(tmp_path / "emb" / "walk.safetensors")
     assert copy.name == "walk" and torch.equal(copy.vectors, tok.vectors) and copy.meta["training"] == tok.meta["training"]
+    gen = tmp_path / "gen"  # generate with the token as it is: no discriminator needed
+    assert main(["generate", "--model", str(model), "--start-token", str(copy.path), "--inner-iters", "0", "--steps", "2",
+                 "--frames", "4", "--out", str(gen)]) == 0
+    record = json.loads((gen / "record.json").read_text())
+    assert record["config"]["start_token"] == copy.path and record["config"]["n_tokens"] == 2
+    assert record["summary"]["iterations"] == 0 and (gen / "guided.gif").is_file()
