@@ -132,6 +132,10 @@ def test_amortized_mode_reports_why_not_and_sampling_continues(tmp_path, monkeyp
         assert torch.equal(res.samples, plain.samples)
     p, _ = webui.generate({**AMORTIZED, "token_level": "output"}, AD)
     assert "needs input-level tokens" in p.extra_generation_params["MotionPrompt result"]
+    assert "MotionPrompt metrics" not in p.extra_generation_params
+    p, _ = webui.generate({**AMORTIZED, "discriminator": "disc.safetensors"}, AD)  # measured like a guided clip
+    metrics = p.extra_generation_params["MotionPrompt metrics"]
+    assert "warp error" in metrics and "D 0." in metrics
 
 
 def test_mode_and_token_travel_through_api_infotext_and_xyz(monkeypatch, webui, embeddings):

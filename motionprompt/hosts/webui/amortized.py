@@ -113,7 +113,35 @@ class AmortizedRun:
         self._restore(None)
         text = self.result_text()
         runs.report(self.p, text)
+        if self.steps and not self.problem:
+            self._measure(images)
         return text
+
+    def _measure(self, images) -> None:
+        """The clip's metrics (and D score, with a discriminator selected) like a guided clip's: XYZ plots of
+        per-sample vs amortized vs hybrid compare like with like."""
+        from modules import devices, shared
+
+        from ...disc.checkpoint import CheckpointError
+        from .report import METRICS_KEY, clip_metrics, frames_from_images, metrics_text
+
+        ad = animatediff.state()
+        if images is None or ad is None or not shared.opts.data.get("motionprompt_report", True):
+            return
+        try:
+            disc = flow = None
+            if self.args.discriminator:
+                try:
+                    disc = runs.load_disc(self.args, devices.device)
+                    flow = runs.build_run_flow(self.args.engine_config(0, disc.flow)[0], devices.device)
+                except (runs.GuidanceUnavailable, CheckpointError, ValueError) as exc:
+                    log.info("MotionPrompt: amortized clip measured without D score (%s)", exc)
+                    disc = flow = None
+            fps = float(getattr(ad.params, "fps", 8) or 8)
+            metrics = clip_metrics(frames_from_images(runs.video_frames(images, ad)), disc, flow, fps, devices.device)
+            self.p.extra_generation_params[METRICS_KEY] = metrics_text(metrics)
+        except Exception as exc:  # a measurement must never cost the user the video
+            log.warning("MotionPrompt: could not measure the amortized clip: %s", exc)
 
     def finish(self) -> None:
         self._restore(None)
