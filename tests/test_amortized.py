@@ -135,6 +135,14 @@ def test_a_token_trained_against_a_planted_discriminator_raises_its_score_on_hel
     assert meta["flow"] == FLOW.to_dict() and meta["data"]["prompts"] == 4 and meta["init_word"] == "authentic"
 
 
+def test_training_can_start_from_an_earlier_token(tmp_path, prompts_file):
+    earlier = token_file.save_token(tmp_path / "earlier.safetensors", torch.randn(2, 16))
+    trainer = TokenTrainer(planted_cfg(tmp_path, prompts_file, guidance={"start_token": str(earlier)}),
+                           disc=planted_disc(), source=planted_source(), log=lambda m: None)
+    assert trainer.gcfg.n_tokens == 2 and torch.equal(trainer.tokens0, token_file.load_token(earlier).vectors)
+    assert trainer.token_metadata()["start_token"] == "earlier.safetensors"
+
+
 def test_toy_prompts_never_include_the_evaluation_captions():
     from motionprompt.amortized.train import prompt_split
     from motionprompt.toy.protocol import caption_split

@@ -17,7 +17,7 @@ from .train import TokenTrainConfig, TokenTrainer, TokenTrainError
 GUIDANCE_FLAGS = {
     "n_tokens": int, "init_word": str, "lr": float, "optimizer": str, "every_k": int, "pairs": int,
     "lambda_disc": float, "lambda_tv": float, "lambda_drift": float, "disc_loss": str, "x0_mode": str,
-    "grad_clip": float,
+    "grad_clip": float, "start_token": str,
 }
 
 
@@ -55,6 +55,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("token and loss (defaults: the paper preset; lr 1e-3 for the persistent optimizer)")
     g.add_argument("--tokens", dest="n_tokens", type=int, help="number of learnable tokens (paper: 1)")
     g.add_argument("--init-word", help='word whose embedding starts the tokens (default "authentic")')
+    g.add_argument("--start-token", help="a token file to start from instead (e.g. to go on with other prompts); "
+                   "its vectors are T0, the drift anchors to them")
     g.add_argument("--lr", type=float, help="learning rate (nsgd: a step of lr x the token norm)")
     g.add_argument("--optimizer", choices=["adam", "nsgd"], help="persistent Adam, or normalized SGD")
     g.add_argument("--grad-clip", type=float)

@@ -88,7 +88,10 @@ class TokenTrainConfig:
     _RESUMABLE = ("out", "name", "steps", "val_every", "save_every", "device", "flow_weights", "allow_download")
 
     def guidance_config(self) -> GuidanceConfig:
-        return preset("paper", **{**TOKEN_DEFAULTS, **self.guidance})
+        settings = {**TOKEN_DEFAULTS, **self.guidance}
+        if settings.get("start_token") and "n_tokens" not in settings:
+            settings["n_tokens"] = token_file.token_count(settings["start_token"])
+        return preset("paper", **settings)
 
     def validate(self) -> TokenTrainConfig:
         token_file.check_name(self.name)
@@ -280,6 +283,8 @@ class TokenTrainer:
                       for p in [*self.train_prompts, *self.val_prompts]}
         self.timesteps = _scheduler(model, cfg.sampling_steps, self.device).timesteps
         init = next(iter(self.hosts.values())).embed_init(gcfg.init_word, gcfg.n_tokens).detach()
+        if gcfg.start_token:  # continue from an earlier token (its vectors are T0: the drift anchors to them)
+            init = token_file.load_token(gcfg.start_token, width=init.shape[-1], n_tokens=gcfg.n_tokens).vectors
         self.tokens0 = init.to(self.device, torch.float32).clone()
         self.tokens = self.tokens0.clone().requires_grad_(True)
         self.opt = torch.optim.Adam([self.tokens], lr=gcfg.lr) if gcfg.optimizer == "adam" else None
@@ -429,6 +434,7 @@ class TokenTrainer:
         disc_path = self.disc.path
         return json_safe({
             "init_word": g.init_word,
+            "start_token": os.path.basename(g.start_token) if g.start_token else None,
             "discriminator": {"name": os.path.basename(disc_path) if disc_path else "(in memory)",
                               "sha256": token_file.file_sha256(disc_path) if disc_path and os.path.isfile(disc_path)
                               else None, "arch": self.disc.arch},
