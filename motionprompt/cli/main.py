@@ -34,6 +34,8 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cond-after", choices=["original", "optimized"], help="conditioning after the window")
     g.add_argument("--cond-before", choices=["original", "init_tokens"], help="conditioning before the window")
     g.add_argument("--guidance-seed", dest="guide_seed", type=int, help="seed of the frame-pair sampler")
+    g.add_argument("--start-token", help="token file (token-train) to start from instead of --init-word; with "
+                   "--inner-iters 0 it is used as it is (amortized, no inner loop)")
     f = p.add_argument_group("flow")
     f.add_argument("--flow-backend", help="flow backend (raft_small, raft_large, ...)")
     f.add_argument("--flow-size", type=int, help="short side of frames given to the flow network (multiple of 8)")
@@ -58,6 +60,10 @@ def _config_from_args(args):
         overrides["seed"] = args.guide_seed
     cfg = preset(args.preset, **overrides)
     cfg.flow = resolve_flow(None, cfg.flow, args.flow_backend, args.flow_size, args.flow_iters).settings
+    if getattr(args, "start_token", None):
+        from ..amortized.token_file import with_start_token
+
+        with_start_token(cfg, args.start_token)
     return cfg.validate()
 
 
@@ -139,7 +145,13 @@ def run_generate(args, wrap_guide=None) -> dict:
         plain = sample(host, None, **common)
         save_gif(plain.frames, out / "plain.gif", args.fps)
         record["plain_seconds"] = plain.seconds
-    if not args.no_guidance:
+    if not args.no_guidance and cfg.inner_iters == 0:  # an amortized token as it is: no flow, no D needed
+        guide = MotionGuide(cfg, host, None, None)
+        notes.append(f"amortized token {cfg.start_token} appended at every step, no inner loop")
+        guided = sample(host, guide, **common)
+        save_gif(guided.frames, out / "guided.gif", args.fps)
+        record.update(guided_seconds=guided.seconds, summary=guide.summary(), steps=guided.steps)
+    elif not args.no_guidance:
         if args.disc:
             disc = load_discriminator(args.disc, args.device)
             try:
@@ -228,9 +240,16 @@ def main(argv: list[str] | None = None) -> int:
                                              "discriminators, main comparison, ablations, RESULTS.md (resumable)"))
     evaluate.add_arguments(sub.add_parser("evaluate", help="plain vs guided on held-out prompts and seeds: paired "
                                           "statistics, independent D, weight-free and ground-truth metrics"))
+    from ..amortized import cli as token_cli
+
+    token_cli.add_train_arguments(sub.add_parser("token-train", help="amortized MotionPrompt: learn one motion token "
+                                                 "over many prompts, seeds and steps (resumable); exported as an embedding"))
+    token_cli.add_export_arguments(sub.add_parser("token-export", help="copy a token file under another name (the "
+                                                  "word that triggers it in a WebUI prompt)"))
     args = parser.parse_args(argv)
     commands = {"toy-train": toy_train.run, "toy-check": toy_gate.run, "toy-disc": toy_disc.run,
-                "toy-results": toy_results.run, "evaluate": evaluate.run}
+                "toy-results": toy_results.run, "evaluate": evaluate.run, "token-train": token_cli.run_train,
+                "token-export": token_cli.run_export}
     if args.command in commands:
         return commands[args.command](args)
     if args.command in ("train", "score"):  # exit code 2 on bad input, with the reason on stderr
