@@ -36,6 +36,8 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cond-after", choices=["original", "optimized"], help="conditioning after the window")
     g.add_argument("--cond-before", choices=["original", "init_tokens"], help="conditioning before the window")
     g.add_argument("--guidance-seed", dest="guide_seed", type=int, help="seed of the frame-pair sampler")
+    g.add_argument("--start-token", help="token file (token-train) to start from instead of --init-word; with "
+                   "--inner-iters 0 it is used as it is (amortized, no inner loop)")
     g.add_argument("--unet-autocast", choices=["none", "fp16", "bf16"], help="autocast of the UNet call on CUDA")
     g.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=None,
                    help="non-reentrant checkpointing of the denoiser (low_vram preset: on)")
@@ -64,6 +66,10 @@ def _config_from_args(args):
         overrides["seed"] = args.guide_seed
     cfg = preset(args.preset, **overrides)
     cfg.flow = resolve_flow(None, cfg.flow, args.flow_backend, args.flow_size, args.flow_iters).settings
+    if getattr(args, "start_token", None):
+        from ..amortized.token_file import with_start_token
+
+        with_start_token(cfg, args.start_token)
     return cfg.validate()
 
 
@@ -145,7 +151,13 @@ def run_generate(args, wrap_guide=None) -> dict:
         plain = sample(host, None, **common)
         save_gif(plain.frames, out / "plain.gif", args.fps)
         record["plain_seconds"] = plain.seconds
-    if not args.no_guidance:
+    if not args.no_guidance and cfg.inner_iters == 0:  # an amortized token as it is: no flow, no D needed
+        guide = MotionGuide(cfg, host, None, None)
+        notes.append(f"amortized token {cfg.start_token} appended at every step, no inner loop")
+        guided = sample(host, guide, **common)
+        save_gif(guided.frames, out / "guided.gif", args.fps)
+        record.update(guided_seconds=guided.seconds, summary=guide.summary(), steps=guided.steps)
+    elif not args.no_guidance:
         if args.disc:
             disc = load_discriminator(args.disc, args.device)
             try:

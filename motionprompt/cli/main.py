@@ -56,9 +56,16 @@ def main(argv: list[str] | None = None) -> int:
                                              "discriminators, main comparison, ablations, RESULTS.md (resumable)"))
     evaluate.add_arguments(sub.add_parser("evaluate", help="plain vs guided on held-out prompts and seeds: paired "
                                           "statistics, independent D, weight-free and ground-truth metrics"))
+    from ..amortized import cli as token_cli
+
+    token_cli.add_train_arguments(sub.add_parser("token-train", help="amortized MotionPrompt: learn one motion token "
+                                                 "over many prompts, seeds and steps (resumable); exported as an embedding"))
+    token_cli.add_export_arguments(sub.add_parser("token-export", help="copy a token file under another name (the "
+                                                  "word that triggers it in a WebUI prompt)"))
     args = parser.parse_args(argv)
     commands = {"toy-train": toy_train.run, "toy-check": toy_gate.run, "toy-disc": toy_disc.run,
-                "toy-results": toy_results.run, "evaluate": evaluate.run}
+                "toy-results": toy_results.run, "evaluate": evaluate.run, "token-train": token_cli.run_train,
+                "token-export": token_cli.run_export}
     if args.command in commands:
         return commands[args.command](args)
     if args.command in ("train", "score"):  # exit code 2 on bad input, with the reason on stderr

@@ -40,8 +40,11 @@ class GuidanceConfig:
     # learnable tokens
     n_tokens: int = 1  # paper default
     init_word: str = "authentic"  # paper
+    # an exported token file (``amortized.token_file``) to start from instead of init_word: the amortized token.
+    # Its vectors become T0 (the drift term anchors to them) and it is part of the prompt outside the window.
+    start_token: str = ""
     # optimizer
-    inner_iters: int = 3  # paper K
+    inner_iters: int = 3  # paper K; 0 = no inner loop (only with a start token: the amortized token as it is)
     lr: float = 1e-2  # [ours] (MinorityPrompt default)
     optimizer: str = "adam"  # fresh optimizer every guided step; "nsgd" = step of lr*|T0| along -g/|g|
     grad_clip: float = 0.0  # max grad norm; 0 disables [ours]
@@ -72,7 +75,7 @@ class GuidanceConfig:
     def validate(self) -> GuidanceConfig:
         checks = [
             (self.n_tokens >= 1, "n_tokens must be >= 1"),
-            (self.inner_iters >= 1, "inner_iters must be >= 1"),
+            (self.inner_iters >= 0, "inner_iters must be >= 0 (0: no inner loop, the start token as it is)"),
             (self.lr > 0, "lr must be > 0"),
             (0.0 <= self.window_start <= self.window_end <= 1.0, "need 0 <= window_start <= window_end <= 1"),
             (self.every_k >= 1, "every_k must be >= 1"),

@@ -24,7 +24,7 @@ from . import schedule
 from .config import GuidanceConfig
 from .host import GuidanceHost, PredictX0
 from .judge import decode_pairs, pair_flow
-from .losses import total_loss
+from .losses import LossTerms, total_loss
 
 log = logging.getLogger("motionprompt")
 
@@ -83,20 +83,39 @@ class MotionGuide:
         self,
         cfg: GuidanceConfig,
         host: GuidanceHost,
-        flow: FlowEstimator,
-        discriminator: Discriminator | nn.Module,
+        flow: FlowEstimator | None,
+        discriminator: Discriminator | nn.Module | None,
         device: torch.device | str | None = None,
+        start_tokens: torch.Tensor | None = None,
     ):
+        """``start_tokens`` [n, D] (or ``cfg.start_token``, a file): start there instead of the init word.
+        With ``inner_iters`` 0 nothing is optimized and ``flow``/``discriminator`` may be None."""
         self.cfg = cfg.validate()
         self.host = host
         self.flow = flow
         if isinstance(discriminator, Discriminator):
             discriminator.check_flow(cfg.flow)
             discriminator = discriminator.model
-        self.disc = discriminator.eval().requires_grad_(False)
-        if flow.settings.backend != cfg.flow.backend:
+        if cfg.inner_iters and (flow is None or discriminator is None):
+            raise ValueError("guidance with an inner loop needs a flow estimator and a discriminator")
+        self.disc = discriminator.eval().requires_grad_(False) if discriminator is not None else None
+        if flow is not None and flow.settings.backend != cfg.flow.backend:
             raise ValueError(f"flow estimator is {flow.settings.backend!r} but settings ask for {cfg.flow.backend!r}")
         init = host.embed_init(cfg.init_word, cfg.n_tokens).detach()
+        if start_tokens is None and cfg.start_token:
+            from ..amortized.token_file import load_token
+
+            start_tokens = load_token(cfg.start_token, width=init.shape[-1]).vectors
+        if start_tokens is not None:
+            if tuple(start_tokens.shape) != tuple(init.shape):
+                raise ValueError(f"start token is {tuple(start_tokens.shape)} but this host's tokens are "
+                                 f"{tuple(init.shape)} ({cfg.n_tokens} token(s) of its embedding width)")
+            init = start_tokens.detach().to(init.device)
+        elif cfg.inner_iters == 0:
+            raise ValueError("inner_iters 0 (no inner loop) needs a start token: an amortized token file")
+        #: tokens start from a given tensor (an amortized token): it belongs to the prompt, so the steps that
+        #: use the "original" conditioning get the prompt with it, and the drift anchors to it
+        self.started = start_tokens is not None
         self.device = torch.device(device) if device is not None else init.device
         self.tokens0 = init.to(self.device, torch.float32).clone()
         self.tokens = self.tokens0.clone().requires_grad_(True)
@@ -114,16 +133,16 @@ class MotionGuide:
         phase = schedule.phase(self.cfg, step, total_steps)
         try:
             if phase == "before":
-                return self._init_cond() if self.cfg.cond_before == "init_tokens" else None
+                return self._init_cond() if self.cfg.cond_before == "init_tokens" else self._original()
             if schedule.optimizes(self.cfg, step, total_steps):
                 self._optimize(step, total_steps, predict_x0)
                 for observe in self.observers:
                     observe(step, predict_x0)
             if phase == "window":
                 return self._cond_opt
-            return self._cond_opt if self.cfg.cond_after == "optimized" else None
+            return self._cond_opt if self.cfg.cond_after == "optimized" else self._original()
         except GuidanceInterrupted:
-            return self._cond_opt if phase == "window" else None
+            return self._cond_opt if phase == "window" else self._original()
         except Exception as exc:  # never break the user's generation
             self._fail(step, exc)
             return None
@@ -150,6 +169,10 @@ class MotionGuide:
         }
 
     # ------------------------------------------------------------------ internals
+    def _original(self) -> torch.Tensor | None:
+        """The user's prompt: the host's own conditioning (None), or with a start token, the prompt with it."""
+        return self._init_cond() if self.started else None
+
     def _init_cond(self) -> torch.Tensor:
         if self._cond_init is None:
             with torch.no_grad():
@@ -183,6 +206,9 @@ class MotionGuide:
 
     def _optimize(self, step: int, total_steps: int, predict_x0: PredictX0) -> None:
         cfg = self.cfg
+        if cfg.inner_iters == 0:  # the amortized token as it is: nothing to optimize, no UNet call
+            self._cond_opt = self._init_cond()
+            return
         record = StepRecord(step, total_steps)
         self.records.append(record)
         timer = _Timer(record.times, cfg.sync_timing)
@@ -207,40 +233,64 @@ class MotionGuide:
     def _iteration(self, step: int, it: int, predict_x0: PredictX0, opt, timer: _Timer) -> IterationRecord:
         cfg = self.cfg
         with torch.enable_grad():
-            with timer("encode"):
-                cond = self.host.encode(self.tokens)
-            with timer("unet_forward"), self._autocast():
-                x0 = predict_x0(cond)
-            pairs = schedule.sample_pairs(cfg, x0.shape[0], step, it)
-            with timer("vae_decode"):
-                a, b = decode_pairs(self.host, x0, pairs)
-            with timer("flow"), torch.autocast(self.device.type, enabled=False):
-                flow = pair_flow(self.flow, a, b)
-            with timer("discriminator"), torch.autocast(self.device.type, enabled=False):
-                logits = self.disc(flow)
-                terms = total_loss(
-                    logits, flow, self.tokens, self.tokens0, cfg.lambda_disc, cfg.lambda_tv, cfg.lambda_drift, cfg.disc_loss
-                )
+            terms, pairs = token_loss(self.host, self.tokens, self.tokens0, predict_x0, self.flow, self.disc, cfg, step,
+                                      it, timer, self._autocast)
             with timer("backward"):
                 (grad,) = torch.autograd.grad(terms.total, [self.tokens])
-        del cond, x0, a, b, flow, logits
         grad_norm = float(grad.norm())
         values = {k: float(getattr(terms, k).detach()) for k in ("total", "disc", "tv", "drift", "d_score")}
+        del terms
         rec = IterationRecord(**values, grad_norm=grad_norm, pairs=[list(p) for p in pairs])
         if not all(map(_finite, [*values.values(), grad_norm])):
             rec.skipped = "non-finite loss or gradient"
             return rec
-        with timer("optimizer"), torch.no_grad():
-            if cfg.grad_clip > 0 and grad_norm > cfg.grad_clip:
-                grad = grad * (cfg.grad_clip / grad_norm)
-            if opt is not None:
-                self.tokens.grad = grad
-                opt.step()
-                self.tokens.grad = None
-            elif grad_norm > 0:  # normalized SGD: a step of lr * |T0| whatever the gradient's size
-                scale = self.tokens0.norm(dim=-1).mean()
-                self.tokens -= cfg.lr * scale * grad / grad_norm
+        with timer("optimizer"):
+            token_step(self.tokens, self.tokens0, grad, grad_norm, cfg, opt)
         return rec
+
+
+def _no_timer(_name: str):
+    return contextlib.nullcontext()
+
+
+def token_loss(host: GuidanceHost, tokens: torch.Tensor, tokens0: torch.Tensor, predict_x0: PredictX0, flow, disc,
+               cfg: GuidanceConfig, step: int, iteration: int, timer=_no_timer,
+               autocast=contextlib.nullcontext) -> tuple[LossTerms, list[tuple[int, int]]]:
+    """The MotionPrompt loss of ``tokens`` at one sampling step: prompt + tokens -> text encoder -> x0 of every
+    frame -> decode the frames of ``cfg.pairs`` random pairs (from ``cfg.seed``, ``step``, ``iteration``) ->
+    flow -> D -> loss terms. Per-sample guidance (one inner iteration) and amortized token training (one
+    (prompt, seed, step) of a batch) both run exactly this; gradients flow back to ``tokens``."""
+    with timer("encode"):
+        cond = host.encode(tokens)
+    with timer("unet_forward"), autocast():
+        x0 = predict_x0(cond)
+    pairs = schedule.sample_pairs(cfg, x0.shape[0], step, iteration)
+    with timer("vae_decode"):
+        a, b = decode_pairs(host, x0, pairs)
+    device_type = tokens.device.type
+    with timer("flow"), torch.autocast(device_type, enabled=False):
+        flow_norm = pair_flow(flow, a, b)
+    with timer("discriminator"), torch.autocast(device_type, enabled=False):
+        logits = disc(flow_norm)
+        terms = total_loss(logits, flow_norm, tokens, tokens0, cfg.lambda_disc, cfg.lambda_tv, cfg.lambda_drift,
+                           cfg.disc_loss)
+    return terms, pairs
+
+
+def token_step(tokens: torch.Tensor, tokens0: torch.Tensor, grad: torch.Tensor, grad_norm: float,
+               cfg: GuidanceConfig, opt: torch.optim.Optimizer | None) -> None:
+    """One update of ``tokens`` (in place): Adam through ``opt``, or without one normalized SGD, a step of
+    ``lr * |T0|`` (mean token norm) along -g/|g| whatever the gradient's size. ``grad_clip`` caps |g| first."""
+    with torch.no_grad():
+        if cfg.grad_clip > 0 and grad_norm > cfg.grad_clip:
+            grad = grad * (cfg.grad_clip / grad_norm)
+        if opt is not None:
+            tokens.grad = grad
+            opt.step()
+            tokens.grad = None
+        elif grad_norm > 0:
+            scale = tokens0.norm(dim=-1).mean()
+            tokens -= cfg.lr * scale * grad / grad_norm
 
 
 def _finite(v: float) -> bool:

@@ -8,6 +8,10 @@ sets are compared to real clips of the same captions with a Fréchet distance on
 are paired per sample (``paired.py``). Rows are saved after every clip, so an interrupted run resumes
 where it stopped; the summary is recomputed from all rows at the end.
 
+Amortized tokens (``token-train``): an arm ``token=FILE`` starts its tokens from the file; ``plain:token=FILE``
+samples with that token appended at every step and no inner loop. ``--token FILE`` adds both (``amortized``,
+``hybrid`` with K=1) to the per-sample arm(s): plain, amortized, hybrid and per-sample in one run.
+
 Flow policy (``flow_policy.resolve_flow``, as in the WebUI and CLI): guidance computes flow as the guiding
 discriminator was trained (backend, size, iterations from its checkpoint); an arm may ask for other
 ``flow.iters`` explicitly.
@@ -39,7 +43,10 @@ class Arm:
 
     @classmethod
     def parse(cls, text: str) -> Arm:
-        """``paper`` | ``NAME=PRESET`` | ``NAME=PRESET:key=value,key=value`` (``flow.iters=3`` for flow)."""
+        """``paper`` | ``NAME=PRESET`` | ``NAME=PRESET:key=value,key=value`` (``flow.iters=3`` for flow).
+
+        ``token=FILE``: tokens start from an amortized token file (``token-train``) instead of the init word;
+        preset ``plain`` = no inner loop, that token appended as it is (``amortized=plain:token=FILE``)."""
         name, _, rest = text.partition("=") if "=" in text.split(":")[0] else (text, "", text)
         preset_name, _, spec = rest.partition(":")
         overrides = {}
@@ -51,16 +58,24 @@ class Arm:
         return cls(name.strip(), preset_name.strip() or name.strip(), overrides)
 
     def config(self, disc):
+        from ..amortized.token_file import with_start_token
         from ..engine.config import preset
         from ..flow.policy import resolve_flow
 
-        flat = {k: v for k, v in self.overrides.items() if not k.startswith("flow.")}
-        cfg = preset(self.preset, **flat)
+        flat = {k: v for k, v in self.overrides.items() if not k.startswith("flow.") and k != "token"}
+        if self.preset == "plain":  # plain sampling with the arm's token appended: the amortized token as it is
+            if not self.overrides.get("token"):
+                raise ValueError(f"arm {self.name}: a 'plain' arm samples with a token: add token=FILE")
+            if flat.pop("inner_iters", 0):
+                raise ValueError(f"arm {self.name}: a 'plain' arm has no inner loop (use paper:token=FILE for a hybrid)")
+            cfg = preset("paper", inner_iters=0, **flat)
+        else:
+            cfg = preset(self.preset, **flat)
         flow = {k[5:]: v for k, v in self.overrides.items() if k.startswith("flow.")}
         if set(flow) - {"iters"}:
             raise ValueError(f"arm {self.name}: only flow.iters may be overridden (the D fixes backend and size)")
         cfg.flow = resolve_flow(disc.flow, cfg.flow, iters=flow.get("iters")).settings
-        return cfg.validate()
+        return with_start_token(cfg, self.overrides.get("token")).validate()
 
 
 def _parse_value(v: str):
@@ -129,6 +144,15 @@ def summarize(rows: list[dict], arms: list[str], real_features: list | None = No
     return json_safe(summary)
 
 
+def _token_hash(path) -> str | None:
+    from ..amortized.token_file import file_sha256
+
+    try:
+        return file_sha256(path)
+    except OSError:
+        return None
+
+
 def _num(v):
     if isinstance(v, bool):
         return float(v)
@@ -151,9 +175,13 @@ class Evaluation:
             self.rows = data["rows"]
 
     def setup(self) -> dict:
-        return {"model": str(self.model_path), "disc": str(self.disc_path), "independent": str(self.indep_path),
-                "arms": [dataclasses.asdict(a) for a in self.arms], "prompts": self.n_prompts,
-                "seeds": self.n_seeds, "steps": self.steps, "cfg_scale": self.cfg_scale}
+        out = {"model": str(self.model_path), "disc": str(self.disc_path), "independent": str(self.indep_path),
+               "arms": [dataclasses.asdict(a) for a in self.arms], "prompts": self.n_prompts,
+               "seeds": self.n_seeds, "steps": self.steps, "cfg_scale": self.cfg_scale}
+        tokens = {a.name: _token_hash(a.overrides["token"]) for a in self.arms if a.overrides.get("token")}
+        if tokens:  # a retrained token under the same path is another evaluation
+            out["tokens"] = tokens
+        return out
 
     def _save_rows(self) -> None:
         from ..files.atomic import write_json
@@ -255,7 +283,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--disc", required=True, help="guiding discriminator .safetensors")
     p.add_argument("--independent-disc", help="a second discriminator trained on a disjoint split (recommended)")
     p.add_argument("--arm", action="append", default=[], metavar="SPEC",
-                   help="guided arm: PRESET, or NAME=PRESET:key=value,... (repeatable; default: paper and fast)")
+                   help="guided arm: PRESET, or NAME=PRESET:key=value,... (repeatable; default: paper and fast); "
+                   "token=FILE starts from an amortized token, preset plain = that token with no inner loop")
+    p.add_argument("--token", metavar="FILE", help="an amortized token (token-train): adds the arms "
+                   "amortized=plain:token=FILE and hybrid=paper:token=FILE,inner_iters=1 (with --arm: to those arms; "
+                   "without: to paper)")
     p.add_argument("--prompts", type=int, default=24, help="held-out prompts (of 24)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per prompt")
     p.add_argument("--steps", type=int, default=25)
@@ -263,11 +295,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="outputs/evaluate")
 
 
+def arm_specs(arms: list[str], token: str | None = None) -> list[str]:
+    """The arms of a run: ``--arm`` values (default paper and fast), and with ``--token`` the amortized and hybrid
+    arms of that token beside the per-sample one(s) (default paper alone)."""
+    if not token:
+        return list(arms) or ["paper", "fast"]
+    return [*(arms or ["paper"]), f"amortized=plain:token={token}", f"hybrid=paper:token={token},inner_iters=1"]
+
+
 def run(args) -> int:
     from tqdm import tqdm
 
     try:
-        arms = [Arm.parse(a) for a in (args.arm or ["paper", "fast"])]
+        arms = [Arm.parse(a) for a in arm_specs(args.arm, getattr(args, "token", None))]
+        from ..amortized.token_file import token_count
+
+        for arm in arms:  # a missing or foreign token file fails here, not after the first clips
+            if arm.overrides.get("token"):
+                token_count(arm.overrides["token"])
         ev = Evaluation(args.out, args.model, args.disc, args.independent_disc, arms, args.prompts, args.seeds,
                         args.steps, args.cfg)
     except (ValueError, OSError) as exc:

@@ -21,6 +21,8 @@ SEEDS = {
     "independent_real": 1 << 42,
     "independent_fake": (1 << 42) + (1 << 30),
     "gate": 1 << 43,  # the quality gate's plain samples
+    "token_train": 1 << 44,  # amortized token training (motionprompt.amortized): its z_t trajectories ...
+    "token_val": (1 << 44) + (1 << 30),  # ... and its held-out validation
 }
 ROLES = ("guide", "independent")
 

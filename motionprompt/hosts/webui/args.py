@@ -16,6 +16,9 @@ from ...flow.policy import resolve_flow
 INFOTEXT_KEY = "MotionPrompt"
 RESULT_KEY = "MotionPrompt result"
 TOKEN_LEVELS = ("auto", "input", "output")
+#: per-sample: the paper's inner loop on every guided step; amortized: a token file (``token-train``) appended at
+#: every step, no inner loop, no discriminator; hybrid: the inner loop, starting from the token file
+MODES = ("per-sample", "amortized", "hybrid")
 FLOW_AUTO = "from discriminator"  # the UI's way of saying "the backend the discriminator was trained on"
 #: presets the WebUI offers. low_vram is left out: its savings are fp16 autocast (the WebUI already samples
 #: in its own precision) and gradient checkpointing (not wired to the ldm UNet), so in the WebUI it would
@@ -66,6 +69,8 @@ class MotionPromptArgs:
     flow_iters: int | None = None  # None = the discriminator's own
     seed: int = -1  # frame-pair sampler seed; -1 = the generation's seed
     token_level: str = "auto"  # "input" (through CLIP, as textual inversion), "output", or auto-fallback
+    mode: str = "per-sample"  # MODES
+    token: str = ""  # amortized/hybrid: token file name in the WebUI's embeddings folder (or an absolute path)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -116,7 +121,7 @@ class MotionPromptArgs:
         """Gradio hands numbers back as floats and dropdowns as strings; API users send anything."""
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None or (value == "" and f.name not in ("discriminator", "init_word")):
+            if value is None or (value == "" and f.name not in ("discriminator", "init_word", "token")):
                 setattr(self, f.name, None if f.default is None else f.default)
                 continue
             kind = _kind(f)
@@ -143,6 +148,14 @@ class MotionPromptArgs:
             raise ValueError(f"unknown MotionPrompt preset {self.preset!r}{why}; choose from {list(WEBUI_PRESETS)}")
         if self.token_level not in TOKEN_LEVELS:
             raise ValueError(f"token_level must be one of {TOKEN_LEVELS}")
+        self.mode = {"per_sample": "per-sample", "persample": "per-sample"}.get(self.mode.lower(), self.mode.lower())
+        if self.mode not in MODES:
+            raise ValueError(f"unknown MotionPrompt mode {self.mode!r}; choose from {list(MODES)}")
+        if self.mode != "per-sample":  # a token file holds input embeddings: only the input level can carry it
+            if self.token_level == "output":
+                raise ValueError(f"mode {self.mode} needs input-level tokens (a token file holds text-encoder input "
+                                 "embeddings); set the token level to auto or input")
+            self.token_level = "input"
         implied = self.preset_values(self.preset)
         for name in PRESET_FIELDS:
             if getattr(self, name) == implied[name]:
@@ -156,6 +169,14 @@ class MotionPromptArgs:
         overrides = {name: getattr(self, name) for name in PRESET_FIELDS if getattr(self, name) is not None}
         overrides["seed"] = generation_seed if self.seed < 0 else self.seed
         cfg = preset(self.preset, **overrides)
+        if self.mode == "hybrid":  # tokens start from the file (and n_tokens is the file's)
+            from ...amortized.token_file import with_start_token
+            from .token_ui import resolve_token
+
+            if not self.token:
+                raise ValueError("hybrid mode needs a token file (python -m motionprompt token-train, then put it "
+                                 "in the WebUI's embeddings folder)")
+            with_start_token(cfg, resolve_token(self.token))
         choice = resolve_flow(disc_flow, cfg.flow, self.flow_backend, self.flow_size, self.flow_iters)
         cfg.flow = choice.settings
         cfg.unet_autocast, cfg.grad_checkpointing = "none", False  # see NOT_IN_WEBUI
@@ -205,6 +226,7 @@ class MotionPromptArgs:
         listed = cls.parse_infotext(text)
         name = listed.get("preset", "paper")
         base = cls.ui_values(name if name in WEBUI_PRESETS else "paper")
+        base.update(mode="per-sample", token="")  # a paste without them is a per-sample run
         return {**{k: str(v) for k, v in base.items()}, **listed}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from . import amortized
 from . import run as runs
 from .args import INFOTEXT_KEY, WEBUI_PRESETS, MotionPromptArgs
 from .script import XYZ_ATTR
@@ -29,6 +30,7 @@ def register() -> None:
     script_callbacks.on_before_ui(add_xyz_axes)
     script_callbacks.on_script_unloaded(runs.clear)
     script_callbacks.on_ui_tabs(_ui_tabs)
+    amortized.register()  # issue 15: the amortized-token mode's CFG callback, Mode/Token XYZ axes, unload cleanup
 
 
 def _ui_tabs():

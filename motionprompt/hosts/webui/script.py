@@ -6,6 +6,7 @@ import logging
 
 from modules import scripts
 
+from . import amortized
 from . import run as runs
 from .args import INFOTEXT_KEY, MotionPromptArgs
 
@@ -52,8 +53,8 @@ class MotionPromptScript(scripts.Script):
                 runs.report(p, f"not applied: {exc}")
             return
         self.args = margs
-        if margs.enabled:
-            self.run = runs.start(p, margs)
+        if margs.enabled:  # issue 15: the amortized-token mode has its own run (no inner loop, no discriminator)
+            self.run = (amortized.start if margs.mode == "amortized" else runs.start)(p, margs)
 
     def process_batch(self, p, *args, **kwargs):
         if self.run is not None and self.run.p is p:

@@ -8,6 +8,7 @@ of ``Script.process(p, *args)`` and of the API's ``args`` list.
 from __future__ import annotations
 
 from ...engine.config import COND_AFTER, DISC_LOSS_FORMS, OPTIMIZERS, X0_MODES
+from . import token_ui
 from .args import FLOW_AUTO, INFOTEXT_KEY, TOKEN_LEVELS, WEBUI_PRESETS, MotionPromptArgs
 
 FLOW_CHOICES = [FLOW_AUTO, "raft_small", "raft_large", "lk_pyramid"]
@@ -39,7 +40,7 @@ CONTROLS: dict[str, tuple] = {
     "seed": ("Pair seed (-1 = image seed)", "number", None, "seed of the random frame pairs"),
     "token_level": ("Token level", "dropdown", list(TOKEN_LEVELS), "input = through CLIP like textual inversion; output = fallback"),
 }
-assert set(CONTROLS) | {"enabled", "discriminator", "preset"} == set(MotionPromptArgs.field_names())
+assert set(CONTROLS) | {"enabled", "discriminator", "preset", *token_ui.FIELDS} == set(MotionPromptArgs.field_names())
 
 
 def preset_values(name: str) -> dict:
@@ -73,6 +74,7 @@ def build(tab: str, list_discriminators, refresh_button, accordion, status: str 
                                        elem_id=f"{tab}_motionprompt_preset",
                                        info="paper: K=3 on steps 4-14 of 25; fast: K=1 every 2nd step. "
                                             "Advanced values equal to the preset's follow it (also on an XYZ axis)")
+        comps.update(token_ui.controls(tab))  # issue 15: mode (per-sample / amortized / hybrid) and token file
         with gr.Accordion("Advanced", open=False, elem_id=f"{tab}_motionprompt_advanced"):
             for name, (label, kind, extra, hint) in CONTROLS.items():
                 comps[name] = _control(gr, f"{tab}_motionprompt_{name}", label, kind, extra, hint, defaults[name])

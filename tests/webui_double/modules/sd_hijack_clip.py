@@ -1,4 +1,4 @@
-"""modules/sd_hijack_clip.py: chunking to 75 tokens + BOS/EOS, fixes, process_tokens, "Original" emphasis."""
+"""modules/sd_hijack_clip.py: chunking to 75 tokens + BOS/EOS, embeddings as fixes, process_tokens, "Original" emphasis."""
 
 import math
 from collections import namedtuple
@@ -73,11 +73,23 @@ class FrozenCLIPEmbedderWithCustomWords(torch.nn.Module):
             chunk = PromptChunk()
 
         for tokens, (_text, weight) in zip(tokenized, parsed, strict=True):
-            for token in tokens:
+            position = 0
+            while position < len(tokens):
                 if len(chunk.tokens) == self.chunk_length:
                     next_chunk()
-                chunk.tokens.append(token)
+                # textual-inversion embeddings: placeholder ids 0 and a fix whose vectors replace them
+                embedding, n_ids = self.hijack.embedding_db.find_embedding_at_position(tokens, position)
+                if embedding is not None:
+                    if len(chunk.tokens) + embedding.vectors > self.chunk_length:
+                        next_chunk()
+                    chunk.fixes.append(PromptChunkFix(len(chunk.tokens), embedding))
+                    chunk.tokens += [0] * embedding.vectors
+                    chunk.multipliers += [weight] * embedding.vectors
+                    position += n_ids
+                    continue
+                chunk.tokens.append(tokens[position])
                 chunk.multipliers.append(weight)
+                position += 1
         if chunk.tokens or not chunks:
             next_chunk(is_last=True)
         return chunks, token_count

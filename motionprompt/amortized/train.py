@@ -1,0 +1,541 @@
+"""Amortized MotionPrompt: learn the token once, over prompts x seeds x guided timesteps, resumably.
+
+Per-sample guidance optimises a fresh token for one clip at each guided step. Here one token is optimised
+for *all* of them: the loss of an update is the MotionPrompt loss (``engine.guidance.token_loss``: the same
+encode -> x0 -> decode pairs -> flow -> D -> loss as an inner iteration) averaged over ``batch`` random
+(prompt, seed, step) triples, with one persistent optimizer (Adam, or the engine's normalized SGD, whose
+step is relative to the token's norm).
+
+Where the noisy latents come from: for every (prompt, seed) the plain DDIM + CFG sampler of the reference
+host runs once (batched) up to the window's last step and keeps z_t at each guided step. With
+``refresh_every`` N the cache is rebuilt every N updates by sampling *with the current token appended at
+every step* -- the way the token is used afterwards -- so the token keeps learning on the latents it
+produces (on-policy). Validation scores D on the predicted x0 of held-out prompts (their own seeds, plain
+trajectories, fixed steps and frame pairs) with the current token, against two fixed references measured
+once: the prompt alone and the prompt with the init word.
+
+Resume: every batch and frame pair is a function of (seed, update) alone, the optimizer state and the
+token the cache was last built with are in the state file, so a resumed run continues exactly as an
+uninterrupted one. Files in ``out``: ``state.safetensors`` (resume state; not an embedding), ``log.csv``
+(one row per update), ``<name>.safetensors`` (the token as an embedding, rewritten at every save).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..engine.config import GuidanceConfig, preset
+from ..engine.records import json_safe
+from . import token_file
+
+STATE_FORMAT = "motionprompt.token_state"
+STATE_NAME = "state.safetensors"
+LOG_NAME = "log.csv"
+LOG_COLUMNS = ("step", "loss", "disc", "tv", "drift", "d_score", "grad_norm", "token_drift", "skipped", "val_d",
+               "seconds")
+#: amortized defaults that differ from the per-sample paper preset [ours]: a persistent optimizer over hundreds
+#: of updates needs a far smaller step than three fresh Adam steps on one clip
+TOKEN_DEFAULTS = {"lr": 1e-3}
+
+
+class TokenTrainError(ValueError):
+    """A run that cannot start or resume; the message says what to do."""
+
+
+@dataclass
+class TokenTrainConfig:
+    disc: str  # guiding discriminator .safetensors (its flow settings are used)
+    out: str = "outputs/token"  # folder: state, log, exported token
+    name: str = "motionprompt"  # the exported embedding's name: the word that triggers it in a WebUI prompt
+    model: str = "toy"  # "toy" (shipped toy model), a toy model .safetensors, "tiny" (random), or a diffusers folder
+    prompts: str = ""  # text file, one prompt a line; "" = the toy world's guiding-split captions
+    val_prompts: str = ""  # text file of held-out prompts; "" = a spread-out part of the training prompts
+    val_fraction: float = 0.15  # held out of the prompts when no val_prompts file is given
+    seeds: int = 4  # sampling seeds per training prompt
+    val_seeds: int = 2  # per held-out prompt
+    val_steps: int = 3  # guided steps per held-out (prompt, seed) scored, spread over the window
+    val_pairs: int = 4  # evenly spaced frame pairs per validation x0
+    sampling_steps: int = 25
+    cfg_scale: float = 5.0
+    frames: int = 16  # tiny/diffusers models (a toy model has its own)
+    size: int = 64  # frame side, tiny/diffusers models (a toy model has its own)
+    guidance: dict = field(default_factory=dict)  # GuidanceConfig overrides of the paper preset (+ TOKEN_DEFAULTS)
+    flow_iters: int = 0  # flow refinement iterations; 0 = the discriminator's own (its backend and size always)
+    steps: int = 300  # optimizer updates in all (a resumed run continues up to this)
+    batch: int = 4  # (prompt, seed, step) triples per update
+    refresh_every: int = 0  # rebuild the z_t cache with the current token every N updates; 0 = plain latents only
+    val_every: int = 25
+    save_every: int = 25
+    seed: int = 0  # batches and frame pairs
+    cache_batch: int = 8  # clips per batched sampler call (cache building)
+    flow_weights: list[str] = field(default_factory=list)
+    allow_download: bool = False
+    device: str = "cpu"
+
+    #: may differ between a run and its resumption
+    _RESUMABLE = ("out", "name", "steps", "val_every", "save_every", "device", "flow_weights", "allow_download")
+
+    def guidance_config(self) -> GuidanceConfig:
+        settings = {**TOKEN_DEFAULTS, **self.guidance}
+        if settings.get("start_token") and "n_tokens" not in settings:
+            settings["n_tokens"] = token_file.token_count(settings["start_token"])
+        return preset("paper", **settings)
+
+    def validate(self) -> TokenTrainConfig:
+        token_file.check_name(self.name)
+        checks = [
+            (self.seeds >= 1 and self.val_seeds >= 1, "need at least one seed per prompt"),
+            (self.steps >= 1 and self.batch >= 1, "need steps >= 1 and batch >= 1"),
+            (self.val_every >= 1 and self.save_every >= 1, "val_every and save_every must be >= 1"),
+            (self.refresh_every >= 0, "refresh_every must be >= 0"),
+            (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
+            (self.val_steps >= 1 and self.val_pairs >= 1, "need val_steps >= 1 and val_pairs >= 1"),
+            (self.sampling_steps >= 2, "need at least 2 sampling steps"),
+            (self.cache_batch >= 1, "cache_batch must be >= 1"),
+            ("flow" not in self.guidance, "the flow follows the discriminator; only flow_iters may be set"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise TokenTrainError(msg)
+        try:
+            gcfg = self.guidance_config()
+        except ValueError as exc:
+            raise TokenTrainError(f"guidance settings: {exc}") from exc
+        from ..engine import schedule
+
+        if not schedule.guided_steps(gcfg, self.sampling_steps):
+            raise TokenTrainError(f"no guided step in the window {gcfg.window_start}-{gcfg.window_end} of "
+                                  f"{self.sampling_steps} steps")
+        return self
+
+    def fingerprint(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k in self._RESUMABLE:
+            d.pop(k, None)
+        for k in ("prompts", "val_prompts"):
+            d[k] = os.path.abspath(d[k]) if d[k] else ""
+        if self.model not in ("toy", "tiny"):
+            d["model"] = os.path.abspath(self.model)
+        d["disc"] = os.path.abspath(self.disc) if self.disc else ""
+        d["guidance"] = self.guidance_config().to_dict()
+        return json.loads(json.dumps(d, sort_keys=True, default=str))
+
+
+# --------------------------------------------------------------------------------------------- inputs
+@dataclass
+class ModelSource:
+    model: object  # VideoModel
+    frames: int
+    size: int
+    info: dict  # what the token's metadata says about the model
+
+
+def load_video_model(spec: str, frames: int = 16, size: int = 64, device: str = "cpu") -> ModelSource:
+    """``--model`` as ``evaluate``/``generate`` read it: "toy", a toy model file, "tiny", or a diffusers folder."""
+    from ..hosts.diffusers.models import load_model, tiny_model
+
+    if spec == "toy" or spec.endswith(".safetensors"):
+        from ..toy.model import SHIPPED
+        from ..toy.model import load_model as load_toy
+
+        path = SHIPPED if spec == "toy" else Path(spec)
+        parts = load_toy(path, device)
+        info = {"kind": "toy", "file": path.name, "sha256": token_file.file_sha256(path),
+                "unet_steps": parts.meta.get("unet_steps")}
+        return ModelSource(parts.video_model(), parts.arch.frames, parts.arch.size, info)
+    if spec == "tiny":
+        return ModelSource(tiny_model(seed=0), frames, size, {"kind": "tiny (random weights)"})
+    return ModelSource(load_model(spec), frames, size, {"kind": "diffusers", "folder": os.path.basename(spec.rstrip("/"))})
+
+
+def read_prompts(path: str | os.PathLike) -> list[str]:
+    """One prompt a line; blank lines and lines starting with # are skipped; duplicates dropped, order kept."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return list(dict.fromkeys(s.strip() for s in lines if s.strip() and not s.strip().startswith("#")))
+
+
+def prompt_split(cfg: TokenTrainConfig) -> tuple[list[str], list[str], str]:
+    """(training prompts, held-out prompts, where they came from). Never the toy evaluation captions."""
+    if cfg.prompts:
+        prompts, source = read_prompts(cfg.prompts), os.path.basename(cfg.prompts)
+    else:
+        from ..toy.protocol import caption_split
+
+        prompts, source = caption_split()["guide"], "toy world: guiding-split captions (none of the evaluation set)"
+    if not prompts:
+        raise TokenTrainError(f"no prompts in {cfg.prompts}")
+    if cfg.val_prompts:
+        held = read_prompts(cfg.val_prompts)
+        train = [p for p in prompts if p not in set(held)]
+    else:
+        k = round(len(prompts) * cfg.val_fraction) if len(prompts) > 1 else 0
+        idx = set(np.unique(np.linspace(0, len(prompts) - 1, k).round().astype(int)).tolist()) if k else set()
+        held = [p for i, p in enumerate(prompts) if i in idx]
+        train = [p for i, p in enumerate(prompts) if i not in idx]
+    if not train:
+        raise TokenTrainError("every prompt is held out: give more prompts or a smaller validation fraction")
+    return train, held, source
+
+
+def _seeds(kind: str, n: int) -> list[int]:
+    from ..toy.protocol import seeds
+
+    return seeds(kind, n)
+
+
+# --------------------------------------------------------------------------------------------- sampling
+def _scheduler(model, steps: int, device):
+    sched = type(model.scheduler).from_config(model.scheduler.config)  # the model's own stays untouched
+    sched.set_timesteps(steps, device=device)
+    return sched
+
+
+@torch.no_grad()
+def trajectories(model, conds: list[torch.Tensor], uncond: torch.Tensor, seeds: list[int], keep: list[int],
+                 steps: int, cfg_scale: float, frames: int, size: int, device, batch: int = 8) -> torch.Tensor:
+    """Noisy latents z_t [len(seeds), len(keep), C, F, h, w] that the reference sampler (``hosts.diffusers.
+    sampler.sample``: same start noise per seed, DDIM, CFG) has at steps ``keep``, for conditioning ``conds[i]``
+    [1, L, D] (a prompt, with or without tokens); batched, and stopped after the last kept step."""
+    from ..hosts.diffusers.sampler import initial_noise
+
+    sched = _scheduler(model, steps, device)
+    unet = model.unet
+    shape = (1, unet.config.in_channels, frames, size // model.latent_scale, size // model.latent_scale)
+    last = max(keep)
+    out = []
+    for lo in range(0, len(seeds), batch):
+        chunk = seeds[lo : lo + batch]
+        b = len(chunk)
+        lat = torch.cat([initial_noise(shape, s) for s in chunk]).to(device) * sched.init_noise_sigma
+        ctx = torch.cat([torch.cat(conds[lo : lo + b]), uncond.expand(b, -1, -1)]).repeat_interleave(frames, dim=0)
+        kept = []
+        for i, t in enumerate(sched.timesteps):
+            if i in keep:
+                kept.append(lat.float().cpu())
+            if i >= last:
+                break
+            eps = unet(torch.cat([lat, lat]).to(unet.dtype), t, encoder_hidden_states=ctx.to(unet.dtype)).sample
+            c, u = eps.float().chunk(2)
+            lat = sched.step(u + cfg_scale * (c - u), t, lat.float()).prev_sample
+        out.append(torch.stack(kept, dim=1))
+    return torch.cat(out)
+
+
+def _generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step) * 7_919 + 17) % (2**63))
+
+
+# --------------------------------------------------------------------------------------------- trainer
+class TokenTrainer:
+    """``run()`` trains up to ``cfg.steps`` updates (resuming the state in ``cfg.out`` when there is one).
+    ``disc``/``source``/``flow``: already built objects (tests, callers that hold them); else built from ``cfg``."""
+
+    def __init__(self, cfg: TokenTrainConfig, disc=None, source: ModelSource | None = None, log=print,
+                 overwrite: bool = False, flow=None):
+        from ..disc.checkpoint import Discriminator, load_discriminator
+        from ..engine import schedule
+        from ..flow.policy import resolve_flow
+        from ..flow.registry import build_flow
+        from ..hosts.diffusers.host import DiffusersVideoHost
+
+        self.cfg = cfg.validate()
+        self.log = log
+        self.device = torch.device(cfg.device)
+        self.out = Path(cfg.out)
+        self.state_path = self.out / STATE_NAME
+        if overwrite and self.state_path.exists():
+            self.state_path.unlink()
+        if disc is None:
+            if not cfg.disc:
+                raise TokenTrainError("give the guiding discriminator (--disc FILE)")
+            disc = load_discriminator(cfg.disc, self.device)
+        if not isinstance(disc, Discriminator):
+            raise TokenTrainError("disc must be a loaded Discriminator (its flow settings are part of it)")
+        self.disc = disc
+        disc.model.to(self.device).eval().requires_grad_(False)
+        gcfg = cfg.guidance_config()
+        gcfg.flow = resolve_flow(disc.flow, gcfg.flow, iters=cfg.flow_iters or None).settings
+        self.gcfg = gcfg.validate()
+        if flow is None:
+            flow = build_flow(gcfg.flow, list(cfg.flow_weights), cfg.allow_download)
+        self.flow = flow.to(self.device)
+        self.source = source or load_video_model(cfg.model, cfg.frames, cfg.size, cfg.device)
+        model = self.source.model
+        self.train_prompts, self.val_prompts, self.prompt_source = prompt_split(cfg)
+        self.train_seeds = _seeds("token_train", cfg.seeds)
+        self.val_seeds = _seeds("token_val", cfg.val_seeds)
+        self.guided = schedule.guided_steps(gcfg, cfg.sampling_steps)
+        pick = np.unique(np.linspace(0, len(self.guided) - 1, min(cfg.val_steps, len(self.guided))).round().astype(int))
+        self.val_guided = [self.guided[i] for i in pick]
+        self.hosts = {p: DiffusersVideoHost(model, p, "", gcfg.n_tokens, self.device)
+                      for p in [*self.train_prompts, *self.val_prompts]}
+        self.timesteps = _scheduler(model, cfg.sampling_steps, self.device).timesteps
+        init = next(iter(self.hosts.values())).embed_init(gcfg.init_word, gcfg.n_tokens).detach()
+        if gcfg.start_token:  # continue from an earlier token (its vectors are T0: the drift anchors to them)
+            init = token_file.load_token(gcfg.start_token, width=init.shape[-1], n_tokens=gcfg.n_tokens).vectors
+        self.tokens0 = init.to(self.device, torch.float32).clone()
+        self.tokens = self.tokens0.clone().requires_grad_(True)
+        self.opt = torch.optim.Adam([self.tokens], lr=gcfg.lr) if gcfg.optimizer == "adam" else None
+        self.step = 0
+        self.seconds = 0.0
+        self.history: list[dict] = []
+        self.baseline: dict = {}
+        self.cache_tokens: torch.Tensor | None = None  # the token the current cache was sampled with (None: plain)
+        self.cache: torch.Tensor | None = None
+        self.val_cache: torch.Tensor | None = None
+        if self.state_path.exists():
+            self._load()
+        elif (self.out / LOG_NAME).exists():
+            (self.out / LOG_NAME).unlink()  # a log without its state belongs to an abandoned run
+
+    # ------------------------------------------------------------------ caches
+    def _conds(self, prompts: list[str], tokens: torch.Tensor | None) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return [self.hosts[p].cond_plain if tokens is None else self.hosts[p].encode(tokens.to(self.device))
+                    for p in prompts]
+
+    def _build(self, prompts: list[str], seeds: list[int], keep: list[int], tokens: torch.Tensor | None) -> torch.Tensor:
+        """[len(prompts) * len(seeds), len(keep), ...], item = prompt index * len(seeds) + seed index."""
+        cfg = self.cfg
+        conds = self._conds(prompts, tokens)
+        items = [(c, s) for c in conds for s in seeds]
+        host = self.hosts[prompts[0]]
+        return trajectories(self.source.model, [c for c, _ in items], host.uncond, [s for _, s in items], keep,
+                            cfg.sampling_steps, cfg.cfg_scale, self.source.frames, self.source.size, self.device,
+                            cfg.cache_batch)
+
+    def build_caches(self) -> None:
+        t0 = time.perf_counter()
+        self.cache = self._build(self.train_prompts, self.train_seeds, self.guided, self.cache_tokens)
+        if self.val_prompts and self.val_cache is None:
+            self.val_cache = self._build(self.val_prompts, self.val_seeds, self.val_guided, None)
+        self.log(f"latent cache: {self.cache.shape[0]} clips x {len(self.guided)} steps"
+                 + (" (with the token)" if self.cache_tokens is not None else " (plain)")
+                 + f", {time.perf_counter() - t0:.1f} s")
+
+    # ------------------------------------------------------------------ one update
+    def _triple(self, item: int, k: int) -> tuple[str, torch.Tensor, int]:
+        prompt = self.train_prompts[item // len(self.train_seeds)]
+        return prompt, self.cache[item, k : k + 1].to(self.device), self.guided[k]
+
+    def update(self) -> dict:
+        """One optimizer update on ``batch`` random (prompt, seed, step) triples of the cache."""
+        from ..engine.guidance import token_loss, token_step
+
+        cfg, gcfg = self.cfg, self.gcfg
+        gen = _generator(cfg.seed, self.step)
+        n_items, n_steps = self.cache.shape[0], self.cache.shape[1]
+        picks = torch.randint(0, n_items * n_steps, (cfg.batch,), generator=gen).tolist()
+        grad = torch.zeros_like(self.tokens)
+        sums = dict.fromkeys(("total", "disc", "tv", "drift", "d_score"), 0.0)
+        for j, pick in enumerate(picks):
+            prompt, latents, step = self._triple(*divmod(pick, n_steps))
+            host = self.hosts[prompt]
+            predict = host.predictor(latents, self.timesteps[step], cfg.cfg_scale, gcfg.x0_mode)
+            with torch.enable_grad():
+                terms, _pairs = token_loss(host, self.tokens, self.tokens0, predict, self.flow, self.disc.model, gcfg,
+                                           step, self.step * cfg.batch + j)
+                (g,) = torch.autograd.grad(terms.total / cfg.batch, [self.tokens])
+            grad += g
+            for k in sums:
+                sums[k] += float(getattr(terms, k).detach()) / cfg.batch
+            del terms
+        grad_norm = float(grad.norm())
+        skipped = not all(math.isfinite(v) for v in [*sums.values(), grad_norm])
+        if not skipped:
+            token_step(self.tokens, self.tokens0, grad, grad_norm, gcfg, self.opt)
+        self.step += 1
+        return {"step": self.step, "loss": sums["total"], "disc": sums["disc"], "tv": sums["tv"],
+                "drift": sums["drift"], "d_score": sums["d_score"], "grad_norm": grad_norm,
+                "token_drift": float((self.tokens.detach() - self.tokens0).norm()), "skipped": int(skipped)}
+
+    # ------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def val_score(self, tokens: torch.Tensor | None) -> float | None:
+        """Mean sigmoid(D) on the x0 of the held-out (prompt, seed, step) triples, with ``tokens`` appended
+        (None: the prompt alone). Fixed latents, steps and frame pairs: comparable across calls."""
+        from ..engine.judge import decode_pairs, pair_logits, plan_pairs
+
+        if self.val_cache is None:
+            return None
+        gcfg = self.gcfg
+        pairs = plan_pairs(self.source.frames, self.cfg.val_pairs, (gcfg.gap_min, gcfg.gap_max))
+        scores = []
+        for item in range(self.val_cache.shape[0]):
+            host = self.hosts[self.val_prompts[item // len(self.val_seeds)]]
+            cond = host.cond_plain if tokens is None else host.encode(tokens.detach().to(self.device))
+            for k, step in enumerate(self.val_guided):
+                x0 = host.predictor(self.val_cache[item, k : k + 1].to(self.device), self.timesteps[step],
+                                    self.cfg.cfg_scale, gcfg.x0_mode)(cond)
+                a, b = decode_pairs(host, x0, pairs)
+                with torch.autocast(self.device.type, enabled=False):
+                    scores.append(torch.sigmoid(pair_logits(self.disc.model, self.flow, a, b)).mean().item())
+        return float(np.mean(scores))
+
+    # ------------------------------------------------------------------ run
+    def run(self, stop: Callable[[], bool] = lambda: False,
+            progress: Callable[[int, int, dict], None] | None = None) -> str:
+        """'done' or 'stopped' (saved, resumable)."""
+        cfg = self.cfg
+        if self.cache is None:
+            self.build_caches()
+        if not self.baseline:
+            self.baseline = {"d_plain": self.val_score(None), "d_init": self.val_score(self.tokens0)}
+            self.log(f"held-out D score: prompt alone {_fmt(self.baseline['d_plain'])}, "
+                     f"with '{self.gcfg.init_word}' {_fmt(self.baseline['d_init'])}")
+        status = "done"
+        t_last = time.perf_counter()
+        while self.step < cfg.steps:
+            if stop():
+                status = "stopped"
+                break
+            if cfg.refresh_every and self.step and self.step % cfg.refresh_every == 0:
+                self.cache_tokens = self.tokens.detach().cpu().clone()
+                self.build_caches()
+            row = self.update()
+            if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                row["val_d"] = self.val_score(self.tokens)
+            now = time.perf_counter()
+            self.seconds += now - t_last
+            t_last = now
+            row["seconds"] = self.seconds
+            self.history.append(row)
+            self._append_log(row)
+            if progress:
+                progress(self.step, cfg.steps, row)
+            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                self.save()
+        if status == "stopped":
+            self.save()
+        return status
+
+    # ------------------------------------------------------------------ files
+    def last_validation(self) -> dict:
+        vals = [(r["step"], r["val_d"]) for r in self.history if r.get("val_d") is not None]
+        return {**self.baseline, **({"d_last": vals[-1][1], "step": vals[-1][0]} if vals else {})}
+
+    def token_metadata(self) -> dict:
+        """What the exported token says about itself (header metadata; A1111 does not read it)."""
+        from .. import __version__
+
+        g = self.gcfg
+        disc_path = self.disc.path
+        return json_safe({
+            "init_word": g.init_word,
+            "start_token": os.path.basename(g.start_token) if g.start_token else None,
+            "discriminator": {"name": os.path.basename(disc_path) if disc_path else "(in memory)",
+                              "sha256": token_file.file_sha256(disc_path) if disc_path and os.path.isfile(disc_path)
+                              else None, "arch": self.disc.arch},
+            "flow": g.flow.to_dict(),
+            "loss": {k: getattr(g, k) for k in ("lambda_disc", "lambda_tv", "lambda_drift", "disc_loss", "x0_mode",
+                                                "window_start", "window_end", "every_k", "pairs", "gap_min", "gap_max")},
+            "data": {"model": self.source.info, "prompts": len(self.train_prompts), "held_out_prompts": len(self.val_prompts),
+                     "source": self.prompt_source, "seeds_per_prompt": self.cfg.seeds, "sampling_steps": self.cfg.sampling_steps,
+                     "cfg_scale": self.cfg.cfg_scale, "frames": self.source.frames, "size": self.source.size,
+                     "guided_steps": self.guided},
+            "training": {"updates": self.step, "planned": self.cfg.steps, "batch": self.cfg.batch,
+                         "optimizer": g.optimizer, "lr": g.lr, "grad_clip": g.grad_clip,
+                         "refresh_every": self.cfg.refresh_every, "seed": self.cfg.seed, "seconds": round(self.seconds, 1)},
+            "validation": self.last_validation(),
+            "motionprompt_version": __version__,
+        })
+
+    def export(self, path: str | os.PathLike | None = None) -> Path:
+        path = Path(path) if path else self.out / f"{self.cfg.name}{token_file.SUFFIX}"
+        return token_file.save_token(path, self.tokens.detach().cpu(), self.token_metadata())
+
+    def save(self) -> Path:
+        from ..files.atomic import save_safetensors
+
+        tensors = {"tokens": self.tokens.detach().cpu().contiguous(), "tokens0": self.tokens0.cpu().contiguous()}
+        groups = None
+        if self.opt is not None:
+            sd = self.opt.state_dict()
+            groups = sd["param_groups"]
+            for name, v in sd["state"].get(0, {}).items():
+                tensors[f"adam.{name}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
+        if self.cache_tokens is not None:
+            tensors["cache_tokens"] = self.cache_tokens.contiguous()
+        meta = {"format": STATE_FORMAT, "step": str(self.step), "seconds": repr(self.seconds),
+                "config": json.dumps(self.cfg.fingerprint(), sort_keys=True), "opt_groups": json.dumps(groups),
+                "history": json.dumps(json_safe(self.history)), "baseline": json.dumps(json_safe(self.baseline)),
+                "note": "MotionPrompt amortized token training state for resuming; the token is the .safetensors "
+                        "beside it"}
+        save_safetensors(tensors, meta, self.state_path)
+        self._write_log()
+        path = self.export()
+        return path
+
+    def _load(self) -> None:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(os.fspath(self.state_path), framework="pt", device="cpu") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118  safe_open has no __iter__
+        except Exception as exc:
+            raise TokenTrainError(f"state {self.state_path} is unreadable ({exc}); start over with --overwrite") from exc
+        if meta.get("format") != STATE_FORMAT:
+            raise TokenTrainError(f"{self.state_path} is not a token training state")
+        saved, now = json.loads(meta["config"]), self.cfg.fingerprint()
+        if saved != now:
+            diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+            raise TokenTrainError(f"cannot resume {self.state_path}: settings differ from the saved run in {diff}; use "
+                                  "the same settings (only steps, intervals, name and device may change) or --overwrite")
+        with torch.no_grad():
+            self.tokens.copy_(tensors["tokens"].to(self.device))
+            self.tokens0.copy_(tensors["tokens0"].to(self.device))
+        if self.opt is not None and "adam.step" in tensors:
+            state = {k[5:]: v.to(self.device) if k != "adam.step" else v for k, v in tensors.items() if k.startswith("adam.")}
+            self.opt.load_state_dict({"state": {0: state}, "param_groups": json.loads(meta["opt_groups"])})
+        self.cache_tokens = tensors.get("cache_tokens")
+        self.step, self.seconds = int(meta["step"]), float(meta.get("seconds", 0.0))
+        self.history = json.loads(meta["history"])
+        self.baseline = json.loads(meta["baseline"])
+        self._write_log()  # drops rows logged after this state was saved
+        self.log(f"resumed {self.state_path} at update {self.step}")
+
+    def _append_log(self, row: dict) -> None:
+        path = self.out / LOG_NAME
+        new = not path.exists()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(LOG_COLUMNS)
+            w.writerow(_csv_row(row))
+
+    def _write_log(self) -> None:
+        from ..files.atomic import write_text
+
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(LOG_COLUMNS)
+        for row in self.history:
+            w.writerow(_csv_row(row))
+        write_text(self.out / LOG_NAME, buf.getvalue())
+
+
+def _csv_row(row: dict) -> list[str]:
+    def fmt(v):
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            return ""
+        return str(v) if isinstance(v, int) else f"{v:.6g}"
+
+    return [fmt(row.get(k)) for k in LOG_COLUMNS]
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.4f}"

@@ -1,0 +1,243 @@
+"""The accordion's "amortized" mode: a trained token file appended to the prompt at every sampling step,
+with no inner loop, no gradient and no discriminator (the hybrid mode is a ``GuidedRun`` whose tokens start
+from the file: ``MotionPromptArgs.engine_config``).
+
+The token enters exactly where guidance puts its tokens and where textual inversion puts an embedding: as
+a ``PromptChunkFix`` right after the prompt, through CLIP (``tokens.InputLevelEncoder``), so the conditioning
+is the one the WebUI builds when the token's name is typed at the end of the prompt. It is written into the
+CFG callback's ``text_cond`` at every step, cooperating with AnimateDiff in either callback order: at step 0
+AnimateDiff builds its per-frame rows (prompt travel) from ``text_cond`` when it runs after us, so it gets the
+rows before its interpolation there; otherwise both copies get the interpolated rows.
+
+Registered with ``register()`` (its own CFG callback, the Mode/Token XYZ axes, unload cleanup). Nothing here
+raises into the host: a problem is reported once and sampling continues with the user's own prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ...amortized.token_file import TokenFile, TokenFileError, load_token
+from . import animatediff, token_ui
+from . import run as runs
+from .args import INFOTEXT_KEY, MotionPromptArgs
+from .tokens import TokenBudgetError, build_encoder
+
+log = logging.getLogger("motionprompt")
+
+_RUNS: list[AmortizedRun] = []
+
+
+class AmortizedUnavailable(Exception):
+    pass
+
+
+def host_problem(p) -> str | None:
+    sd_model = p.sd_model
+    if hasattr(sd_model, "forge_objects"):
+        return "the amortized mode is not wired to Forge yet; type the token's name in the prompt instead"
+    if getattr(sd_model, "is_sdxl", False) or getattr(sd_model, "is_sdxl_inpaint", False):
+        return "SDXL models are not supported (tokens are trained for one text encoder)"
+    from modules import script_callbacks
+
+    if "denoiser" not in script_callbacks.CFGDenoiserParams.__init__.__code__.co_varnames:
+        return "this WebUI is older than 1.8 (its CFG callback has no denoiser); update A1111"
+    return None
+
+
+def start(p, args: MotionPromptArgs) -> AmortizedRun | None:
+    """Called from ``Script.process`` for mode "amortized". Returns the run, or None after saying why not."""
+    p.extra_generation_params[INFOTEXT_KEY] = args.to_infotext()
+    try:
+        problem = host_problem(p)
+        if problem:
+            raise AmortizedUnavailable(problem)
+        if not args.token:
+            raise AmortizedUnavailable(f"no token selected; train one (python -m motionprompt token-train) and put "
+                                       f"it in {token_ui.embeddings_dir()}")
+        clip = p.sd_model.cond_stage_model
+        width = int(clip.encode_embedding_init_text(",", 1).shape[-1])  # what A1111 checks embeddings against
+        token = load_token(token_ui.resolve_token(args.token), width=width)
+    except (AmortizedUnavailable, TokenFileError, OSError) as exc:
+        runs.report(p, f"not applied: {exc}")
+        return None
+    run = AmortizedRun(p, args, token)
+    _RUNS.append(run)
+    return run
+
+
+def on_cfg_denoiser(params) -> None:
+    p = getattr(getattr(params, "denoiser", None), "p", None)
+    for run in _RUNS:
+        if run.p is p:
+            run.on_denoiser(params)
+            return
+
+
+def clear() -> None:
+    for run in list(_RUNS):
+        run.finish()
+
+
+def register() -> None:
+    from modules import script_callbacks
+
+    try:
+        script_callbacks.on_cfg_denoiser(on_cfg_denoiser, name="motionprompt_amortized")
+    except TypeError:  # A1111 < 1.9 has no callback names
+        script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
+    script_callbacks.on_before_ui(token_ui.add_xyz_axes)
+    script_callbacks.on_script_unloaded(clear)
+
+
+class AmortizedRun:
+    def __init__(self, p, args: MotionPromptArgs, token: TokenFile):
+        self.p, self.args, self.token = p, args, token
+        self.problem: str | None = None
+        self.notes: list[str] = []
+        self.steps = 0  # UNet evaluations that got the token
+        self._denoiser = None
+        self._rows: torch.Tensor | None = None  # prompt + token per latent row
+        self._post: torch.Tensor | None = None  # ... after AnimateDiff's per-frame interpolation
+        self._original = None
+        self._injected = False
+
+    # ------------------------------------------------------------------ per batch
+    def begin_batch(self, seeds=None) -> None:
+        self.problem, self.notes, self.steps = None, [], 0
+        self._denoiser, self._rows, self._post = None, None, None
+
+    def end_batch(self, images=None) -> str:
+        self._restore(None)
+        text = self.result_text()
+        runs.report(self.p, text)
+        if self.steps and not self.problem:
+            self._measure(images)
+        return text
+
+    def _measure(self, images) -> None:
+        """The clip's metrics (and D score, with a discriminator selected) like a guided clip's: XYZ plots of
+        per-sample vs amortized vs hybrid compare like with like."""
+        from modules import devices, shared
+
+        from ...disc.checkpoint import CheckpointError
+        from .report import METRICS_KEY, clip_metrics, frames_from_images, metrics_text
+
+        ad = animatediff.state()
+        if images is None or ad is None or not shared.opts.data.get("motionprompt_report", True):
+            return
+        try:
+            disc = flow = None
+            if self.args.discriminator:
+                try:
+                    disc = runs.load_disc(self.args, devices.device)
+                    flow = runs.build_run_flow(self.args.engine_config(0, disc.flow)[0], devices.device)
+                except (runs.GuidanceUnavailable, CheckpointError, ValueError) as exc:
+                    log.info("MotionPrompt: amortized clip measured without D score (%s)", exc)
+                    disc = flow = None
+            fps = float(getattr(ad.params, "fps", 8) or 8)
+            metrics = clip_metrics(frames_from_images(runs.video_frames(images, ad)), disc, flow, fps, devices.device)
+            self.p.extra_generation_params[METRICS_KEY] = metrics_text(metrics)
+        except Exception as exc:  # a measurement must never cost the user the video
+            log.warning("MotionPrompt: could not measure the amortized clip: %s", exc)
+
+    def finish(self) -> None:
+        self._restore(None)
+        if self in _RUNS:
+            _RUNS.remove(self)
+
+    def result_text(self) -> str:
+        if self.problem:
+            return f"not applied: {self.problem}"
+        if not self.steps:
+            return "not applied: no sampling step reached the amortized token"
+        t = self.token
+        parts = [f"amortized token {t.name} ({t.vectors.shape[0]} vector(s)) on {self.steps} UNet evaluations",
+                 "no inner loop", *self.notes]
+        return "; ".join(parts)
+
+    # ------------------------------------------------------------------ the callback
+    def on_denoiser(self, params) -> None:
+        if self.problem:
+            return
+        if getattr(self.p, "is_hr_pass", False):  # the hires pass has its own conditioning: leave it alone
+            self._restore(None)
+            if "not in the hires pass" not in self.notes:
+                self.notes.append("not in the hires pass")
+            return
+        try:
+            den = params.denoiser
+            if den is not self._denoiser:  # a new sampling pass: its text_cond is fresh, nothing to restore
+                self._injected = False
+                self._denoiser = den
+                self._build(params)
+            self._inject(params, first=den.step == 0)
+            self.steps += 1
+        except Exception as exc:  # never break the user's generation
+            self._stop(f"{type(exc).__name__}: {exc}" if not isinstance(exc, AmortizedUnavailable) else str(exc))
+            self._restore(params)
+
+    def _build(self, params) -> None:
+        """The prompt rows with the token (once per sampling pass: a new denoiser)."""
+        from modules import devices, prompt_parser
+
+        conds_list, host_rows = prompt_parser.reconstruct_multicond_batch(self.p.c, 0)
+        if any(len(c) != 1 for c in conds_list):
+            raise AmortizedUnavailable("prompts with AND are not supported")
+        prompts = list(self.p.prompts)
+        rows = params.text_uncond.shape[0]
+        if len(prompts) != rows or host_rows.shape[0] != rows:
+            raise AmortizedUnavailable(f"{len(prompts)} prompts for {rows} latent rows")
+        try:
+            encoder, _ = build_encoder(self.p.sd_model.cond_stage_model, prompts, self.token.vectors.shape[0],
+                                       host_rows, "input")
+        except TokenBudgetError as exc:
+            raise AmortizedUnavailable(str(exc)) from exc
+        except RuntimeError as exc:  # the input level does not reproduce the prompt (prompt editing, ...)
+            raise AmortizedUnavailable(str(exc)) from exc
+        with torch.no_grad():
+            self._rows = encoder.encode(self.token.vectors.to(devices.device)).detach()
+        ad = animatediff.state()
+        self._post = ad.multi_cond(self._rows) if ad is not None else self._rows
+
+    def _inject(self, params, first: bool) -> None:
+        ad = animatediff.state()
+        current = params.text_cond
+        if tuple(self._post.shape) != tuple(current.shape):
+            raise RuntimeError(f"token conditioning {tuple(self._post.shape)} does not match the host's "
+                               f"{tuple(current.shape)}")
+        ad_first = ad is not None and first and current is not ad.text_cond  # AnimateDiff runs after us at step 0
+        if not self._injected:  # what the UNet gets without us in this pass (restored on a failure)
+            if ad_first:
+                self._original = ad.multi_cond(current)
+            elif ad is not None and current is not ad.text_cond and ad.text_cond is not None:
+                self._original = ad.text_cond
+            else:
+                self._original = current
+        post = self._post.to(current.dtype)
+        if ad is None:
+            params.text_cond = post
+        elif ad_first:  # it builds its per-frame rows from params.text_cond: give it the rows before interpolation
+            params.text_cond = self._rows.to(current.dtype)
+            ad.text_cond = post
+        else:
+            params.text_cond = post
+            ad.text_cond = post
+        self._injected = True
+
+    def _restore(self, params) -> None:
+        if not self._injected:
+            return
+        ad = animatediff.state()
+        if ad is not None:
+            ad.text_cond = self._original
+        if params is not None:
+            params.text_cond = self._original
+        self._injected = False
+
+    def _stop(self, reason: str) -> None:
+        if self.problem is None:
+            self.problem = reason
+            log.warning("MotionPrompt: amortized token stopped, sampling continues with the plain prompt: %s", reason)

@@ -1,0 +1,192 @@
+"""The accordion's amortized and hybrid modes, end to end through the WebUI double: an amortized token is
+exactly the embedding A1111 loads from the same file, typed at the end of the prompt; it costs no gradient;
+the hybrid's inner loop starts from it."""
+
+import pytest
+import torch
+
+from motionprompt.amortized.token_file import load_token, save_token
+
+from .webui_double.model import DIM
+from .webui_host import WebUI, install_double, save_disc
+
+AD = {"enable": True, "video_length": 8, "batch_size": 8}
+NAME = "mp_walk"
+AMORTIZED = {"enabled": True, "mode": "amortized", "token": f"{NAME}.safetensors"}
+
+
+@pytest.fixture
+def embeddings(tmp_path, monkeypatch):
+    install_double()
+    from modules import shared
+
+    folder = tmp_path / "embeddings"
+    monkeypatch.setattr(shared.cmd_opts, "embeddings_dir", str(folder), raising=False)
+    torch.manual_seed(7)
+    save_token(folder / f"{NAME}.safetensors", torch.randn(1, DIM), {"init_word": "authentic"})
+    return folder
+
+
+@pytest.fixture
+def webui(tmp_path):
+    ui = WebUI(tmp_path)
+    save_disc(tmp_path / "models")
+    return ui
+
+
+def _typed_embeddings(monkeypatch, webui, folder):
+    """A1111's own path: the embeddings folder loaded into the hijack's database, found in typed prompts."""
+    from modules import sd_hijack
+    from modules.textual_inversion import textual_inversion
+
+    db = textual_inversion.EmbeddingDatabase()
+    db.load_textual_inversion_embeddings(str(folder), webui.sd_model)
+    monkeypatch.setattr(sd_hijack.model_hijack, "embedding_db", db)
+    return db
+
+
+def _spy_unet(monkeypatch, webui):
+    calls = []
+    unet = webui.sd_model.model.diffusion_model
+    original = unet.forward
+
+    def forward(*args, **kwargs):
+        calls.append(torch.is_grad_enabled())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(unet, "forward", forward)
+    return calls
+
+
+def test_webui_embedding_and_our_encoder_give_the_same_conditioning(tmp_path, monkeypatch, webui, embeddings):
+    """The exported file loaded as A1111 loads embeddings, its name typed after the prompt, gives exactly the rows
+    our token injection (the guidance's input-level encoder) builds with the file's vectors appended."""
+    from motionprompt.hosts.webui.tokens import InputLevelEncoder
+
+    db = _typed_embeddings(monkeypatch, webui, embeddings)
+    assert list(db.word_embeddings) == [NAME]
+    clip = webui.sd_model.cond_stage_model
+    token = load_token(embeddings / f"{NAME}.safetensors", width=DIM)
+    with torch.no_grad():
+        typed = clip([f"a white fox running {NAME}"])
+        plain = clip(["a white fox running"])
+        ours = InputLevelEncoder(clip, ["a white fox running"], 1).encode(token.vectors)
+    torch.testing.assert_close(ours, typed, atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(typed, plain, atol=1e-3)
+
+
+@pytest.mark.parametrize("order", [("animatediff", "motionprompt"), ("motionprompt", "animatediff")])
+@pytest.mark.parametrize("travel", [False, True])
+def test_amortized_mode_is_the_typed_embedding_at_no_gradient_cost(tmp_path, monkeypatch, embeddings, order, travel):
+    """Mode amortized = the same video as typing the token's name at the end of the prompt (with AnimateDiff's
+    prompt travel too, whichever callback runs first), without a discriminator, and no UNet call with gradients."""
+    from motionprompt.engine.guidance import MotionGuide
+
+    webui = WebUI(tmp_path, order=order)
+    prompt = "a fox\n0: running\n4: jumping\nsnow" if travel else "a white fox running"
+    typed = "a fox\n0: running\n4: jumping\nsnow " + NAME if travel else f"a white fox running {NAME}"
+    monkeypatch.setattr(MotionGuide, "__init__", lambda *a, **k: pytest.fail("no guide in the amortized mode"))
+    calls = _spy_unet(monkeypatch, webui)
+    p, amortized = webui.generate(AMORTIZED, AD, prompt=prompt)
+    assert not webui.errors, webui.errors
+    assert calls and not any(calls)  # every UNet call without gradients: no inner loop
+    text = p.extra_generation_params["MotionPrompt result"]
+    assert text.startswith(f"amortized token {NAME} (1 vector(s))") and "no inner loop" in text, text
+    assert "mode: amortized" in p.extra_generation_params["MotionPrompt"]
+    _p, plain = webui.generate({"enabled": False}, AD, prompt=prompt)
+    _typed_embeddings(monkeypatch, webui, embeddings)
+    _p, by_name = webui.generate({"enabled": False}, AD, prompt=typed)
+    assert not torch.allclose(amortized.samples, plain.samples, atol=1e-4)
+    torch.testing.assert_close(amortized.samples, by_name.samples, atol=1e-5, rtol=1e-5)
+
+
+def test_hybrid_mode_starts_the_inner_loop_from_the_token_file(monkeypatch, webui, embeddings):
+    from motionprompt.engine.guidance import MotionGuide
+
+    starts = []
+    original = MotionGuide._optimize
+
+    def spy(self, step, total, predict):
+        starts.append((self.tokens0.clone(), self.started, self.cfg.inner_iters, self.cfg.start_token))
+        return original(self, step, total, predict)
+
+    monkeypatch.setattr(MotionGuide, "_optimize", spy)
+    p, _ = webui.generate({**AMORTIZED, "mode": "hybrid", "discriminator": "disc.safetensors", "inner_iters": 1,
+                           "window_start": 0.25, "window_end": 0.75}, AD)
+    assert not webui.errors, webui.errors
+    assert p.extra_generation_params["MotionPrompt result"].startswith("4 steps x 1 it")
+    token = load_token(embeddings / f"{NAME}.safetensors").vectors
+    assert len(starts) == 4 and all(torch.equal(t0, token) and started and k == 1 for t0, started, k, _ in starts)
+    assert starts[0][3] == str(embeddings / f"{NAME}.safetensors")
+    assert "token_level: input" in p.extra_generation_params["MotionPrompt"]  # no output-level fallback for a file
+
+
+def test_amortized_mode_reports_why_not_and_sampling_continues(tmp_path, monkeypatch, webui, embeddings):
+    save_token(embeddings / "wide.safetensors", torch.randn(1, DIM + 4))
+    _p, plain = webui.generate({"enabled": False}, AD)
+    for args, words in [({**AMORTIZED, "token": "wide.safetensors"}, f"{DIM + 4} wide"),
+                        ({**AMORTIZED, "token": ""}, "no token selected"),
+                        ({**AMORTIZED, "token": "missing.safetensors"}, "file not found")]:
+        p, res = webui.generate(args, AD)
+        assert words in p.extra_generation_params["MotionPrompt result"], p.extra_generation_params
+        assert torch.equal(res.samples, plain.samples)
+    p, _ = webui.generate({**AMORTIZED, "token_level": "output"}, AD)
+    assert "needs input-level tokens" in p.extra_generation_params["MotionPrompt result"]
+    assert "MotionPrompt metrics" not in p.extra_generation_params
+    p, _ = webui.generate({**AMORTIZED, "discriminator": "disc.safetensors"}, AD)  # measured like a guided clip
+    metrics = p.extra_generation_params["MotionPrompt metrics"]
+    assert "warp error" in metrics and "D 0." in metrics
+
+
+def test_mode_and_token_travel_through_api_infotext_and_xyz(monkeypatch, webui, embeddings):
+    from modules import processing, script_callbacks, scripts
+
+    from motionprompt.hosts.webui import token_ui
+    from motionprompt.hosts.webui.args import MotionPromptArgs
+
+    args = MotionPromptArgs.from_dict({**AMORTIZED, "mode": "per_sample"})
+    assert args.mode == "per-sample"
+    args = MotionPromptArgs.from_dict(AMORTIZED)
+    back = MotionPromptArgs.from_dict({**MotionPromptArgs.paste_values(args.to_infotext()), "enabled": True})
+    assert back == args and (back.mode, back.token) == ("amortized", f"{NAME}.safetensors")
+    assert MotionPromptArgs.paste_values("preset: fast")["mode"] == "per-sample"  # an older infotext: per-sample
+    with pytest.raises(ValueError, match="unknown MotionPrompt mode"):
+        MotionPromptArgs.from_dict({"mode": "cheap"})
+    assert token_ui.list_tokens() == [f"{NAME}.safetensors"]
+    xyz = _fake_xyz_module()
+    scripts.scripts_data.append(scripts.ScriptClassData(type("XYZ", (), {"__module__": "xyz_grid.py"}), "", "", xyz))
+    script_callbacks.before_ui_callback()
+    script_callbacks.before_ui_callback()  # UI reload: no duplicates
+    labels = [o.label for o in xyz.axis_options]
+    assert labels.count("[MotionPrompt] Mode") == 1 and "[MotionPrompt] Token" in labels
+    mode_axis = next(o for o in xyz.axis_options if o.label == "[MotionPrompt] Mode")
+    assert mode_axis.choices() == ["per-sample", "amortized", "hybrid"]
+
+    class Cell(processing.StableDiffusionProcessingTxt2Img):
+        pass
+
+    cell = Cell(sd_model=webui.sd_model, scripts=webui.runner, script_args=_script_args(webui, {"enabled": True}),
+                prompt="a fox", steps=8, outpath_samples=str(webui.outputs))
+    mode_axis.apply(cell, "amortized", None)
+    next(o for o in xyz.axis_options if o.label == "[MotionPrompt] Token").apply(cell, f"{NAME}.safetensors", None)
+    processing.process_images(cell)
+    assert cell.extra_generation_params["MotionPrompt result"].startswith(f"amortized token {NAME}")
+
+
+def _script_args(webui, mp_args):
+    args = webui.ui_defaults()
+    args[webui.mp.args_from] = mp_args
+    ad_script = next(s for s in webui.runner.alwayson_scripts if s.title() == "AnimateDiff")
+    args[ad_script.args_from] = dict(AD)
+    return args
+
+
+def _fake_xyz_module():
+    import types
+
+    class AxisOption:
+        def __init__(self, label, type, apply, format_value=None, confirm=None, cost=0.0, choices=None):
+            self.label, self.type, self.apply, self.choices = label, type, apply, choices
+
+    return types.SimpleNamespace(axis_options=[], AxisOption=AxisOption,
+                                 boolean_choice=lambda reverse=False: lambda: ["True", "False"])
