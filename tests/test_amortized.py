@@ -55,6 +55,7 @@ def _latents_spy(host):
     return seen
 
 
+@pytest.mark.diffusers
 def test_cached_latents_are_the_reference_samplers_with_and_without_the_token(one_torch_thread):
     """The batched cache holds exactly the z_t the reference sampler reaches for each (prompt, seed): plainly,
     and on-policy (token at every step) = the engine's amortized mode (start token, no inner loop)."""
@@ -82,6 +83,7 @@ def test_cached_latents_are_the_reference_samplers_with_and_without_the_token(on
                                                         ARCH.frames, 16, "cpu")[0, 1], atol=1e-4)  # the token mattered
 
 
+@pytest.mark.diffusers
 def test_stopped_and_resumed_training_ends_with_the_uninterrupted_token(tmp_path, prompts_file, one_torch_thread):
     """Same seed, same settings: a run stopped after 2 updates and resumed from its state file (optimizer moments,
     the token the on-policy cache was last sampled with) ends bit-identical to one run straight through."""
@@ -112,6 +114,7 @@ def test_stopped_and_resumed_training_ends_with_the_uninterrupted_token(tmp_path
                      source=planted_source(), log=lambda m: None)
 
 
+@pytest.mark.diffusers
 def test_a_token_trained_against_a_planted_discriminator_raises_its_score_on_held_out_prompts(
         tmp_path, prompts_file, one_torch_thread):
     """The planted D calls motion towards -x real; the model moves a bump at a speed its text conditioning sets.
@@ -135,6 +138,7 @@ def test_a_token_trained_against_a_planted_discriminator_raises_its_score_on_hel
     assert meta["flow"] == FLOW.to_dict() and meta["data"]["prompts"] == 4 and meta["init_word"] == "authentic"
 
 
+@pytest.mark.diffusers
 def test_training_can_start_from_an_earlier_token(tmp_path, prompts_file):
     earlier = token_file.save_token(tmp_path / "earlier.safetensors", torch.randn(2, 16))
     trainer = TokenTrainer(planted_cfg(tmp_path, prompts_file, guidance={"start_token": str(earlier)}),
@@ -152,6 +156,7 @@ def test_toy_prompts_never_include_the_evaluation_captions():
     assert not (set(train) | set(held)) & set(caption_split()["eval"])
 
 
+@pytest.mark.diffusers
 def test_cli_trains_exports_and_renames_a_token(tmp_path, prompts_file, one_torch_thread):
     from motionprompt.cli.main import main
     from motionprompt.disc.checkpoint import save_discriminator

@@ -19,6 +19,8 @@ from motionprompt.toy.protocol import eval_pairs
 from .test_evaluate import FLOW
 from .test_toy_model import TINY, tiny_parts
 
+pytestmark = pytest.mark.diffusers  # every test builds the toy model
+
 
 @pytest.fixture
 def files(tmp_path):
