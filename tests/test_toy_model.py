@@ -135,6 +135,28 @@ def test_clips_rendered_by_worker_processes_train_exactly_like_the_loop(tmp_path
         torch.testing.assert_close(weights[1][k], v, rtol=0, atol=0)
 
 
+def test_the_x0_floor_lifts_only_the_low_snr_weights_and_a_resume_keeps_the_stored_setting(tmp_path, one_torch_thread):
+    import argparse
+
+    from motionprompt.toy.train import add_arguments, eps_loss_weight, saved_config
+
+    ab = torch.tensor([0.005, 0.05, 0.5, 0.99])
+    snr = ab / (1 - ab)
+    plain, floored = eps_loss_weight(ab), eps_loss_weight(ab, 0.25)
+    torch.testing.assert_close(plain * snr, torch.clamp(snr, max=5.0))  # min-SNR-5: x0 weight = min(SNR, 5)
+    assert torch.all(floored * snr >= 0.25 - 1e-6)
+    assert floored[0] > 10 * plain[0] and torch.equal(floored[2:], plain[2:])  # high SNR untouched
+    state = tmp_path / "state.safetensors"
+    ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=1, batch=2, x0_floor=0.25), state, arch=TINY).run()
+    assert saved_config(state)["x0_floor"] == 0.25
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--state", str(state)])
+    assert (args.x0_floor, args.batch, args.lr) == (None, None, None)  # run() then takes the state's values
+    changed = ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=1, batch=2, x0_floor=0.5), state)
+    assert changed.notes == ["x0_floor 0.25 -> 0.5 at UNet step 1"]
+
+
 def test_training_data_is_a_function_of_seed_and_step_and_never_an_evaluation_seed():
     from motionprompt.toy.protocol import SEEDS
 

@@ -23,218 +23,39 @@ uninterrupted one. Files in ``out``: ``state.safetensors`` (resume state; not an
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..engine.config import GuidanceConfig, preset
 from ..engine.records import json_safe
 from . import token_file
+from .config import TOKEN_DEFAULTS, TokenTrainConfig, TokenTrainError
+from .inputs import (
+    ModelSource,
+    ddim_for,
+    load_video_model,
+    prompt_split,
+    read_prompts,
+    seed_list,
+    trajectories,
+    update_generator,
+)
+
+__all__ = ["TOKEN_DEFAULTS", "ModelSource", "TokenTrainConfig", "TokenTrainError", "TokenTrainer", "load_video_model",
+           "prompt_split", "read_prompts", "trajectories"]
 
 STATE_FORMAT = "motionprompt.token_state"
 STATE_NAME = "state.safetensors"
 LOG_NAME = "log.csv"
 LOG_COLUMNS = ("step", "loss", "disc", "tv", "drift", "d_score", "grad_norm", "token_drift", "skipped", "val_d",
                "seconds")
-#: amortized defaults that differ from the per-sample paper preset [ours]: a persistent optimizer over hundreds
-#: of updates needs a far smaller step than three fresh Adam steps on one clip
-TOKEN_DEFAULTS = {"lr": 1e-3}
-
-
-class TokenTrainError(ValueError):
-    """A run that cannot start or resume; the message says what to do."""
-
-
-@dataclass
-class TokenTrainConfig:
-    disc: str  # guiding discriminator .safetensors (its flow settings are used)
-    out: str = "outputs/token"  # folder: state, log, exported token
-    name: str = "motionprompt"  # the exported embedding's name: the word that triggers it in a WebUI prompt
-    model: str = "toy"  # "toy" (shipped toy model), a toy model .safetensors, "tiny" (random), or a diffusers folder
-    prompts: str = ""  # text file, one prompt a line; "" = the toy world's guiding-split captions
-    val_prompts: str = ""  # text file of held-out prompts; "" = a spread-out part of the training prompts
-    val_fraction: float = 0.15  # held out of the prompts when no val_prompts file is given
-    seeds: int = 4  # sampling seeds per training prompt
-    val_seeds: int = 2  # per held-out prompt
-    val_steps: int = 3  # guided steps per held-out (prompt, seed) scored, spread over the window
-    val_pairs: int = 4  # evenly spaced frame pairs per validation x0
-    sampling_steps: int = 25
-    cfg_scale: float = 5.0
-    frames: int = 16  # tiny/diffusers models (a toy model has its own)
-    size: int = 64  # frame side, tiny/diffusers models (a toy model has its own)
-    guidance: dict = field(default_factory=dict)  # GuidanceConfig overrides of the paper preset (+ TOKEN_DEFAULTS)
-    flow_iters: int = 0  # flow refinement iterations; 0 = the discriminator's own (its backend and size always)
-    steps: int = 300  # optimizer updates in all (a resumed run continues up to this)
-    batch: int = 4  # (prompt, seed, step) triples per update
-    refresh_every: int = 0  # rebuild the z_t cache with the current token every N updates; 0 = plain latents only
-    val_every: int = 25
-    save_every: int = 25
-    seed: int = 0  # batches and frame pairs
-    cache_batch: int = 8  # clips per batched sampler call (cache building)
-    flow_weights: list[str] = field(default_factory=list)
-    allow_download: bool = False
-    device: str = "cpu"
-
-    #: may differ between a run and its resumption
-    _RESUMABLE = ("out", "name", "steps", "val_every", "save_every", "device", "flow_weights", "allow_download")
-
-    def guidance_config(self) -> GuidanceConfig:
-        settings = {**TOKEN_DEFAULTS, **self.guidance}
-        if settings.get("start_token") and "n_tokens" not in settings:
-            settings["n_tokens"] = token_file.token_count(settings["start_token"])
-        return preset("paper", **settings)
-
-    def validate(self) -> TokenTrainConfig:
-        token_file.check_name(self.name)
-        checks = [
-            (self.seeds >= 1 and self.val_seeds >= 1, "need at least one seed per prompt"),
-            (self.steps >= 1 and self.batch >= 1, "need steps >= 1 and batch >= 1"),
-            (self.val_every >= 1 and self.save_every >= 1, "val_every and save_every must be >= 1"),
-            (self.refresh_every >= 0, "refresh_every must be >= 0"),
-            (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
-            (self.val_steps >= 1 and self.val_pairs >= 1, "need val_steps >= 1 and val_pairs >= 1"),
-            (self.sampling_steps >= 2, "need at least 2 sampling steps"),
-            (self.cache_batch >= 1, "cache_batch must be >= 1"),
-            ("flow" not in self.guidance, "the flow follows the discriminator; only flow_iters may be set"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise TokenTrainError(msg)
-        try:
-            gcfg = self.guidance_config()
-        except ValueError as exc:
-            raise TokenTrainError(f"guidance settings: {exc}") from exc
-        from ..engine import schedule
-
-        if not schedule.guided_steps(gcfg, self.sampling_steps):
-            raise TokenTrainError(f"no guided step in the window {gcfg.window_start}-{gcfg.window_end} of "
-                                  f"{self.sampling_steps} steps")
-        return self
-
-    def fingerprint(self) -> dict:
-        d = dataclasses.asdict(self)
-        for k in self._RESUMABLE:
-            d.pop(k, None)
-        for k in ("prompts", "val_prompts"):
-            d[k] = os.path.abspath(d[k]) if d[k] else ""
-        if self.model not in ("toy", "tiny"):
-            d["model"] = os.path.abspath(self.model)
-        d["disc"] = os.path.abspath(self.disc) if self.disc else ""
-        d["guidance"] = self.guidance_config().to_dict()
-        return json.loads(json.dumps(d, sort_keys=True, default=str))
-
-
-# --------------------------------------------------------------------------------------------- inputs
-@dataclass
-class ModelSource:
-    model: object  # VideoModel
-    frames: int
-    size: int
-    info: dict  # what the token's metadata says about the model
-
-
-def load_video_model(spec: str, frames: int = 16, size: int = 64, device: str = "cpu") -> ModelSource:
-    """``--model`` as ``evaluate``/``generate`` read it: "toy", a toy model file, "tiny", or a diffusers folder."""
-    from ..hosts.diffusers.models import load_model, tiny_model
-
-    if spec == "toy" or spec.endswith(".safetensors"):
-        from ..toy.model import SHIPPED
-        from ..toy.model import load_model as load_toy
-
-        path = SHIPPED if spec == "toy" else Path(spec)
-        parts = load_toy(path, device)
-        info = {"kind": "toy", "file": path.name, "sha256": token_file.file_sha256(path),
-                "unet_steps": parts.meta.get("unet_steps")}
-        return ModelSource(parts.video_model(), parts.arch.frames, parts.arch.size, info)
-    if spec == "tiny":
-        return ModelSource(tiny_model(seed=0), frames, size, {"kind": "tiny (random weights)"})
-    return ModelSource(load_model(spec), frames, size, {"kind": "diffusers", "folder": os.path.basename(spec.rstrip("/"))})
-
-
-def read_prompts(path: str | os.PathLike) -> list[str]:
-    """One prompt a line; blank lines and lines starting with # are skipped; duplicates dropped, order kept."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return list(dict.fromkeys(s.strip() for s in lines if s.strip() and not s.strip().startswith("#")))
-
-
-def prompt_split(cfg: TokenTrainConfig) -> tuple[list[str], list[str], str]:
-    """(training prompts, held-out prompts, where they came from). Never the toy evaluation captions."""
-    if cfg.prompts:
-        prompts, source = read_prompts(cfg.prompts), os.path.basename(cfg.prompts)
-    else:
-        from ..toy.protocol import caption_split
-
-        prompts, source = caption_split()["guide"], "toy world: guiding-split captions (none of the evaluation set)"
-    if not prompts:
-        raise TokenTrainError(f"no prompts in {cfg.prompts}")
-    if cfg.val_prompts:
-        held = read_prompts(cfg.val_prompts)
-        train = [p for p in prompts if p not in set(held)]
-    else:
-        k = round(len(prompts) * cfg.val_fraction) if len(prompts) > 1 else 0
-        idx = set(np.unique(np.linspace(0, len(prompts) - 1, k).round().astype(int)).tolist()) if k else set()
-        held = [p for i, p in enumerate(prompts) if i in idx]
-        train = [p for i, p in enumerate(prompts) if i not in idx]
-    if not train:
-        raise TokenTrainError("every prompt is held out: give more prompts or a smaller validation fraction")
-    return train, held, source
-
-
-def _seeds(kind: str, n: int) -> list[int]:
-    from ..toy.protocol import seeds
-
-    return seeds(kind, n)
-
-
-# --------------------------------------------------------------------------------------------- sampling
-def _scheduler(model, steps: int, device):
-    sched = type(model.scheduler).from_config(model.scheduler.config)  # the model's own stays untouched
-    sched.set_timesteps(steps, device=device)
-    return sched
-
-
-@torch.no_grad()
-def trajectories(model, conds: list[torch.Tensor], uncond: torch.Tensor, seeds: list[int], keep: list[int],
-                 steps: int, cfg_scale: float, frames: int, size: int, device, batch: int = 8) -> torch.Tensor:
-    """Noisy latents z_t [len(seeds), len(keep), C, F, h, w] that the reference sampler (``hosts.diffusers.
-    sampler.sample``: same start noise per seed, DDIM, CFG) has at steps ``keep``, for conditioning ``conds[i]``
-    [1, L, D] (a prompt, with or without tokens); batched, and stopped after the last kept step."""
-    from ..hosts.diffusers.sampler import initial_noise
-
-    sched = _scheduler(model, steps, device)
-    unet = model.unet
-    shape = (1, unet.config.in_channels, frames, size // model.latent_scale, size // model.latent_scale)
-    last = max(keep)
-    out = []
-    for lo in range(0, len(seeds), batch):
-        chunk = seeds[lo : lo + batch]
-        b = len(chunk)
-        lat = torch.cat([initial_noise(shape, s) for s in chunk]).to(device) * sched.init_noise_sigma
-        ctx = torch.cat([torch.cat(conds[lo : lo + b]), uncond.expand(b, -1, -1)]).repeat_interleave(frames, dim=0)
-        kept = []
-        for i, t in enumerate(sched.timesteps):
-            if i in keep:
-                kept.append(lat.float().cpu())
-            if i >= last:
-                break
-            eps = unet(torch.cat([lat, lat]).to(unet.dtype), t, encoder_hidden_states=ctx.to(unet.dtype)).sample
-            c, u = eps.float().chunk(2)
-            lat = sched.step(u + cfg_scale * (c - u), t, lat.float()).prev_sample
-        out.append(torch.stack(kept, dim=1))
-    return torch.cat(out)
-
-
-def _generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step) * 7_919 + 17) % (2**63))
 
 
 # --------------------------------------------------------------------------------------------- trainer
@@ -274,14 +95,14 @@ class TokenTrainer:
         self.source = source or load_video_model(cfg.model, cfg.frames, cfg.size, cfg.device)
         model = self.source.model
         self.train_prompts, self.val_prompts, self.prompt_source = prompt_split(cfg)
-        self.train_seeds = _seeds("token_train", cfg.seeds)
-        self.val_seeds = _seeds("token_val", cfg.val_seeds)
+        self.train_seeds = seed_list("token_train", cfg.seeds)
+        self.val_seeds = seed_list("token_val", cfg.val_seeds)
         self.guided = schedule.guided_steps(gcfg, cfg.sampling_steps)
         pick = np.unique(np.linspace(0, len(self.guided) - 1, min(cfg.val_steps, len(self.guided))).round().astype(int))
         self.val_guided = [self.guided[i] for i in pick]
         self.hosts = {p: DiffusersVideoHost(model, p, "", gcfg.n_tokens, self.device)
                       for p in [*self.train_prompts, *self.val_prompts]}
-        self.timesteps = _scheduler(model, cfg.sampling_steps, self.device).timesteps
+        self.timesteps = ddim_for(model, cfg.sampling_steps, self.device).timesteps
         init = next(iter(self.hosts.values())).embed_init(gcfg.init_word, gcfg.n_tokens).detach()
         if gcfg.start_token:  # continue from an earlier token (its vectors are T0: the drift anchors to them)
             init = token_file.load_token(gcfg.start_token, width=init.shape[-1], n_tokens=gcfg.n_tokens).vectors
@@ -335,7 +156,7 @@ class TokenTrainer:
         from ..engine.guidance import token_loss, token_step
 
         cfg, gcfg = self.cfg, self.gcfg
-        gen = _generator(cfg.seed, self.step)
+        gen = update_generator(cfg.seed, self.step)
         n_items, n_steps = self.cache.shape[0], self.cache.shape[1]
         picks = torch.randint(0, n_items * n_steps, (cfg.batch,), generator=gen).tolist()
         grad = torch.zeros_like(self.tokens)

@@ -47,6 +47,9 @@ class ToyTrainConfig:
     lr: float = 3e-4
     warmup: int = 200
     caption_dropout: float = 0.1
+    # weight of the clean-clip error at low SNR, where the clip's layout and direction are decided: min-SNR
+    # alone gives it ~SNR (0.005-0.1 above t=600), so the caption's direction barely moved the loss; 0 = off
+    x0_floor: float = 0.0
     save_every: float = 600.0  # seconds
     device: str = "cpu"
     workers: int = 0  # processes rendering the next steps' clips (0 = in the training loop)
@@ -66,6 +69,17 @@ def train_seed(cfg: ToyTrainConfig, step: int, i: int, phase: str) -> int:
 
 
 HELD_OUT_SEED_BASE = 1 << 40
+
+
+def eps_loss_weight(alpha_bar: torch.Tensor, x0_floor: float = 0.0) -> torch.Tensor:
+    """Min-SNR-5 weight of the epsilon error, with the clean-clip error's weight held at >= ``x0_floor``.
+
+    An epsilon error is the x0 error times SNR, so min-SNR weighting gives the x0 error a weight of
+    min(SNR, 5): about SNR, i.e. almost nothing, at the noise levels where a clip's layout and direction
+    are decided.
+    """
+    snr = alpha_bar / (1 - alpha_bar)
+    return torch.clamp(snr, min=x0_floor, max=MIN_SNR_GAMMA) / snr
 
 
 def render_clips(cfg: ToyTrainConfig, spec: WorldSpec, size: int, step: int, n: int,
@@ -180,9 +194,11 @@ class ToyTrainer:
                 raise ValueError(f"state was trained with {key}={saved.get(key)!r}, not {getattr(self.cfg, key)!r}; "
                                  "resume with the same settings or start a new state file")
         self.notes = json.loads(meta.get("notes", "[]"))
-        if saved.get("batch") != self.cfg.batch:  # e.g. a larger batch on a GPU: the seeds stay f(seed, step, i)
-            self.notes.append(f"batch {saved.get('batch')} -> {self.cfg.batch} at UNet step {meta['step']}")
-            self.log(f"note: {self.notes[-1]}")
+        for key in ("batch", "lr", "x0_floor"):  # e.g. a larger batch on a GPU: the seeds stay f(seed, step, i)
+            if saved.get(key, getattr(ToyTrainConfig, key)) != getattr(self.cfg, key):
+                self.notes.append(f"{key} {saved.get(key, getattr(ToyTrainConfig, key))} -> {getattr(self.cfg, key)} "
+                                  f"at UNet step {meta['step']}")
+                self.log(f"note: {self.notes[-1]}")
         self.parts = build(ToyArch.from_dict(json.loads(meta["arch"])), seed=self.cfg.seed)
         tensors = load_file(str(self.state_path))
         load_tensors(self.parts, tensors, prefix="raw.")
@@ -271,8 +287,7 @@ class ToyTrainer:
         self.parts.text.train()
         cond = self.parts.text(self.parts.caption_ids(caps).to(dev))[0].repeat_interleave(f, dim=0)
         pred = self.parts.unet(noisy, t.to(dev), encoder_hidden_states=cond).sample
-        snr = ab.flatten() / (1 - ab.flatten())
-        weight = torch.clamp(snr, max=MIN_SNR_GAMMA) / snr
+        weight = eps_loss_weight(ab.flatten(), cfg.x0_floor)
         loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3, 4))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -343,6 +358,19 @@ class ToyTrainer:
 
 
 # --------------------------------------------------------------------------------------- CLI
+def saved_config(state: Path) -> dict:
+    """The training settings stored in a state file ({} when there is none or it is unreadable)."""
+    if not state.is_file():
+        return {}
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(state), "pt") as f:
+            return json.loads((f.metadata() or {}).get("config", "{}"))
+    except Exception:  # the trainer itself reports a foreign or corrupt file
+        return {}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = ToyTrainConfig()
     p.add_argument("--state", default="checkpoints/toy_state.safetensors",
@@ -352,8 +380,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--vae-steps", type=int, default=d.vae_steps)
     p.add_argument("--steps", type=int, default=d.steps, help="UNet + text encoder steps (total, not more)")
-    p.add_argument("--batch", type=int, default=d.batch, help="clips per UNet step")
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--batch", type=int, help=f"clips per UNet step (default {d.batch}, or the resumed state's)")
+    p.add_argument("--lr", type=float, help=f"UNet learning rate (default {d.lr}, or the resumed state's)")
+    p.add_argument("--x0-floor", type=float, help="least weight of the clean-clip error at low SNR, where min-SNR "
+                   f"weighting alone gives it ~SNR (default {d.x0_floor}, or the resumed state's)")
     p.add_argument("--save-every", type=float, default=d.save_every, help="seconds between state saves")
     p.add_argument("--max-minutes", type=float, default=0, help="stop (saved, resumable) after this long; 0 = no limit")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
@@ -369,8 +399,11 @@ def run(args) -> int:
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    cfg = ToyTrainConfig(level=args.level, seed=args.seed, vae_steps=args.vae_steps, steps=args.steps,
-                         batch=args.batch, lr=args.lr, save_every=args.save_every, device=device, workers=args.workers)
+    saved = saved_config(Path(args.state))  # what a resume keeps unless asked otherwise
+    learn = {k: getattr(args, k) if getattr(args, k) is not None else saved.get(k, getattr(ToyTrainConfig, k))
+             for k in ("batch", "lr", "x0_floor")}
+    cfg = ToyTrainConfig(level=args.level, seed=args.seed, vae_steps=args.vae_steps, steps=args.steps, **learn,
+                         save_every=args.save_every, device=device, workers=args.workers)
     try:
         trainer = ToyTrainer(cfg, Path(args.state), log=lambda m: print(m, file=sys.stderr, flush=True))
     except (ValueError, OSError) as exc:

@@ -1,0 +1,98 @@
+"""What a token-train run learns and from what: settings, fingerprint for resume, the one error type."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+
+from ..engine.config import GuidanceConfig, preset
+from . import token_file
+
+#: amortized defaults that differ from the per-sample paper preset [ours]: a persistent optimizer over hundreds
+#: of updates needs a far smaller step than three fresh Adam steps on one clip
+TOKEN_DEFAULTS = {"lr": 1e-3}
+
+
+class TokenTrainError(ValueError):
+    """A run that cannot start or resume; the message says what to do."""
+
+
+@dataclass
+class TokenTrainConfig:
+    disc: str  # guiding discriminator .safetensors (its flow settings are used)
+    out: str = "outputs/token"  # folder: state, log, exported token
+    name: str = "motionprompt"  # the exported embedding's name: the word that triggers it in a WebUI prompt
+    model: str = "toy"  # "toy" (shipped toy model), a toy model .safetensors, "tiny" (random), or a diffusers folder
+    prompts: str = ""  # text file, one prompt a line; "" = the toy world's guiding-split captions
+    val_prompts: str = ""  # text file of held-out prompts; "" = a spread-out part of the training prompts
+    val_fraction: float = 0.15  # held out of the prompts when no val_prompts file is given
+    seeds: int = 4  # sampling seeds per training prompt
+    val_seeds: int = 2  # per held-out prompt
+    val_steps: int = 3  # guided steps per held-out (prompt, seed) scored, spread over the window
+    val_pairs: int = 4  # evenly spaced frame pairs per validation x0
+    sampling_steps: int = 25
+    cfg_scale: float = 5.0
+    frames: int = 16  # tiny/diffusers models (a toy model has its own)
+    size: int = 64  # frame side, tiny/diffusers models (a toy model has its own)
+    guidance: dict = field(default_factory=dict)  # GuidanceConfig overrides of the paper preset (+ TOKEN_DEFAULTS)
+    flow_iters: int = 0  # flow refinement iterations; 0 = the discriminator's own (its backend and size always)
+    steps: int = 300  # optimizer updates in all (a resumed run continues up to this)
+    batch: int = 4  # (prompt, seed, step) triples per update
+    refresh_every: int = 0  # rebuild the z_t cache with the current token every N updates; 0 = plain latents only
+    val_every: int = 25
+    save_every: int = 25
+    seed: int = 0  # batches and frame pairs
+    cache_batch: int = 8  # clips per batched sampler call (cache building)
+    flow_weights: list[str] = field(default_factory=list)
+    allow_download: bool = False
+    device: str = "cpu"
+
+    #: may differ between a run and its resumption
+    _RESUMABLE = ("out", "name", "steps", "val_every", "save_every", "device", "flow_weights", "allow_download")
+
+    def guidance_config(self) -> GuidanceConfig:
+        settings = {**TOKEN_DEFAULTS, **self.guidance}
+        if settings.get("start_token") and "n_tokens" not in settings:
+            settings["n_tokens"] = token_file.token_count(settings["start_token"])
+        return preset("paper", **settings)
+
+    def validate(self) -> TokenTrainConfig:
+        token_file.check_name(self.name)
+        checks = [
+            (self.seeds >= 1 and self.val_seeds >= 1, "need at least one seed per prompt"),
+            (self.steps >= 1 and self.batch >= 1, "need steps >= 1 and batch >= 1"),
+            (self.val_every >= 1 and self.save_every >= 1, "val_every and save_every must be >= 1"),
+            (self.refresh_every >= 0, "refresh_every must be >= 0"),
+            (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
+            (self.val_steps >= 1 and self.val_pairs >= 1, "need val_steps >= 1 and val_pairs >= 1"),
+            (self.sampling_steps >= 2, "need at least 2 sampling steps"),
+            (self.cache_batch >= 1, "cache_batch must be >= 1"),
+            ("flow" not in self.guidance, "the flow follows the discriminator; only flow_iters may be set"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise TokenTrainError(msg)
+        try:
+            gcfg = self.guidance_config()
+        except ValueError as exc:
+            raise TokenTrainError(f"guidance settings: {exc}") from exc
+        from ..engine import schedule
+
+        if not schedule.guided_steps(gcfg, self.sampling_steps):
+            raise TokenTrainError(f"no guided step in the window {gcfg.window_start}-{gcfg.window_end} of "
+                                  f"{self.sampling_steps} steps")
+        return self
+
+    def fingerprint(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k in self._RESUMABLE:
+            d.pop(k, None)
+        for k in ("prompts", "val_prompts"):
+            d[k] = os.path.abspath(d[k]) if d[k] else ""
+        if self.model not in ("toy", "tiny"):
+            d["model"] = os.path.abspath(self.model)
+        d["disc"] = os.path.abspath(self.disc) if self.disc else ""
+        d["guidance"] = self.guidance_config().to_dict()
+        return json.loads(json.dumps(d, sort_keys=True, default=str))

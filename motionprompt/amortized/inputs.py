@@ -1,0 +1,118 @@
+"""Where a token-train run's data comes from: the video model, the prompt splits, seeds, and the cached
+plain (or on-policy) DDIM trajectories whose noisy latents the token is trained on."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import token_file
+from .config import TokenTrainConfig, TokenTrainError
+
+
+# --------------------------------------------------------------------------------------------- inputs
+@dataclass
+class ModelSource:
+    model: object  # VideoModel
+    frames: int
+    size: int
+    info: dict  # what the token's metadata says about the model
+
+
+def load_video_model(spec: str, frames: int = 16, size: int = 64, device: str = "cpu") -> ModelSource:
+    """``--model`` as ``evaluate``/``generate`` read it: "toy", a toy model file, "tiny", or a diffusers folder."""
+    from ..hosts.diffusers.models import load_model, tiny_model
+
+    if spec == "toy" or spec.endswith(".safetensors"):
+        from ..toy.model import SHIPPED
+        from ..toy.model import load_model as load_toy
+
+        path = SHIPPED if spec == "toy" else Path(spec)
+        parts = load_toy(path, device)
+        info = {"kind": "toy", "file": path.name, "sha256": token_file.file_sha256(path),
+                "unet_steps": parts.meta.get("unet_steps")}
+        return ModelSource(parts.video_model(), parts.arch.frames, parts.arch.size, info)
+    if spec == "tiny":
+        return ModelSource(tiny_model(seed=0), frames, size, {"kind": "tiny (random weights)"})
+    return ModelSource(load_model(spec), frames, size, {"kind": "diffusers", "folder": os.path.basename(spec.rstrip("/"))})
+
+
+def read_prompts(path: str | os.PathLike) -> list[str]:
+    """One prompt a line; blank lines and lines starting with # are skipped; duplicates dropped, order kept."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return list(dict.fromkeys(s.strip() for s in lines if s.strip() and not s.strip().startswith("#")))
+
+
+def prompt_split(cfg: TokenTrainConfig) -> tuple[list[str], list[str], str]:
+    """(training prompts, held-out prompts, where they came from). Never the toy evaluation captions."""
+    if cfg.prompts:
+        prompts, source = read_prompts(cfg.prompts), os.path.basename(cfg.prompts)
+    else:
+        from ..toy.protocol import caption_split
+
+        prompts, source = caption_split()["guide"], "toy world: guiding-split captions (none of the evaluation set)"
+    if not prompts:
+        raise TokenTrainError(f"no prompts in {cfg.prompts}")
+    if cfg.val_prompts:
+        held = read_prompts(cfg.val_prompts)
+        train = [p for p in prompts if p not in set(held)]
+    else:
+        k = round(len(prompts) * cfg.val_fraction) if len(prompts) > 1 else 0
+        idx = set(np.unique(np.linspace(0, len(prompts) - 1, k).round().astype(int)).tolist()) if k else set()
+        held = [p for i, p in enumerate(prompts) if i in idx]
+        train = [p for i, p in enumerate(prompts) if i not in idx]
+    if not train:
+        raise TokenTrainError("every prompt is held out: give more prompts or a smaller validation fraction")
+    return train, held, source
+
+
+def seed_list(kind: str, n: int) -> list[int]:
+    from ..toy.protocol import seeds
+
+    return seeds(kind, n)
+
+
+# --------------------------------------------------------------------------------------------- sampling
+def ddim_for(model, steps: int, device):
+    sched = type(model.scheduler).from_config(model.scheduler.config)  # the model's own stays untouched
+    sched.set_timesteps(steps, device=device)
+    return sched
+
+
+@torch.no_grad()
+def trajectories(model, conds: list[torch.Tensor], uncond: torch.Tensor, seeds: list[int], keep: list[int],
+                 steps: int, cfg_scale: float, frames: int, size: int, device, batch: int = 8) -> torch.Tensor:
+    """Noisy latents z_t [len(seeds), len(keep), C, F, h, w] that the reference sampler (``hosts.diffusers.
+    sampler.sample``: same start noise per seed, DDIM, CFG) has at steps ``keep``, for conditioning ``conds[i]``
+    [1, L, D] (a prompt, with or without tokens); batched, and stopped after the last kept step."""
+    from ..hosts.diffusers.sampler import initial_noise
+
+    sched = ddim_for(model, steps, device)
+    unet = model.unet
+    shape = (1, unet.config.in_channels, frames, size // model.latent_scale, size // model.latent_scale)
+    last = max(keep)
+    out = []
+    for lo in range(0, len(seeds), batch):
+        chunk = seeds[lo : lo + batch]
+        b = len(chunk)
+        lat = torch.cat([initial_noise(shape, s) for s in chunk]).to(device) * sched.init_noise_sigma
+        ctx = torch.cat([torch.cat(conds[lo : lo + b]), uncond.expand(b, -1, -1)]).repeat_interleave(frames, dim=0)
+        kept = []
+        for i, t in enumerate(sched.timesteps):
+            if i in keep:
+                kept.append(lat.float().cpu())
+            if i >= last:
+                break
+            eps = unet(torch.cat([lat, lat]).to(unet.dtype), t, encoder_hidden_states=ctx.to(unet.dtype)).sample
+            c, u = eps.float().chunk(2)
+            lat = sched.step(u + cfg_scale * (c - u), t, lat.float()).prev_sample
+        out.append(torch.stack(kept, dim=1))
+    return torch.cat(out)
+
+
+def update_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step) * 7_919 + 17) % (2**63))
