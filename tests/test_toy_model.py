@@ -135,6 +135,7 @@ def test_clips_rendered_by_worker_processes_train_exactly_like_the_loop(tmp_path
         torch.testing.assert_close(weights[1][k], v, rtol=0, atol=0)
 
 
+@pytest.mark.diffusers
 def test_the_x0_floor_lifts_only_the_low_snr_weights_and_a_resume_keeps_the_stored_setting(tmp_path, one_torch_thread):
     import argparse
 
