@@ -20,7 +20,7 @@ import logging
 import torch
 
 from ...amortized.token_file import TokenFile, TokenFileError, load_token
-from . import animatediff, token_ui
+from . import animatediff, embeddings
 from . import run as runs
 from .args import INFOTEXT_KEY, MotionPromptArgs
 from .tokens import TokenBudgetError, build_encoder
@@ -56,10 +56,10 @@ def start(p, args: MotionPromptArgs) -> AmortizedRun | None:
             raise AmortizedUnavailable(problem)
         if not args.token:
             raise AmortizedUnavailable(f"no token selected; train one (python -m motionprompt token-train) and put "
-                                       f"it in {token_ui.embeddings_dir()}")
+                                       f"it in {embeddings.embeddings_dir()}")
         clip = p.sd_model.cond_stage_model
         width = int(clip.encode_embedding_init_text(",", 1).shape[-1])  # what A1111 checks embeddings against
-        token = load_token(token_ui.resolve_token(args.token), width=width)
+        token = load_token(embeddings.resolve_token(args.token), width=width)
     except (AmortizedUnavailable, TokenFileError, OSError) as exc:
         runs.report(p, f"not applied: {exc}")
         return None
@@ -88,7 +88,6 @@ def register() -> None:
         script_callbacks.on_cfg_denoiser(on_cfg_denoiser, name="motionprompt_amortized")
     except TypeError:  # A1111 < 1.9 has no callback names
         script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
-    script_callbacks.on_before_ui(token_ui.add_xyz_axes)
     script_callbacks.on_script_unloaded(clear)
 
 

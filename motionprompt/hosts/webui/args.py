@@ -14,6 +14,7 @@ from ...engine.config import PRESETS, FlowSettings, GuidanceConfig, preset
 from ...flow.policy import resolve_flow
 
 INFOTEXT_KEY = "MotionPrompt"
+XYZ_ATTR = "motionprompt_xyz"  # where an XYZ cell leaves its overrides on ``p`` for ``with_overrides``
 RESULT_KEY = "MotionPrompt result"
 TOKEN_LEVELS = ("auto", "input", "output")
 #: per-sample: the paper's inner loop on every guided step; amortized: a token file (``token-train``) appended at
@@ -171,7 +172,7 @@ class MotionPromptArgs:
         cfg = preset(self.preset, **overrides)
         if self.mode == "hybrid":  # tokens start from the file (and n_tokens is the file's)
             from ...amortized.token_file import with_start_token
-            from .token_ui import resolve_token
+            from .embeddings import resolve_token
 
             if not self.token:
                 raise ValueError("hybrid mode needs a token file (python -m motionprompt token-train, then put it "

@@ -10,8 +10,7 @@ import logging
 
 from . import amortized
 from . import run as runs
-from .args import INFOTEXT_KEY, WEBUI_PRESETS, MotionPromptArgs
-from .script import XYZ_ATTR
+from .args import INFOTEXT_KEY, MODES, WEBUI_PRESETS, XYZ_ATTR, MotionPromptArgs
 
 log = logging.getLogger("motionprompt")
 
@@ -72,6 +71,8 @@ XYZ_AXES = [
     ("Enabled", "enabled", "bool"),
     ("Discriminator", "discriminator", str),
     ("Preset", "preset", str),
+    ("Mode", "mode", str),
+    ("Token", "token", str),
     ("Inner iterations", "inner_iters", int),
     ("Learning rate", "lr", float),
     ("Window start", "window_start", float),
@@ -112,6 +113,12 @@ def add_xyz_axes() -> None:
                 from .widgets import list_discriminators
 
                 xyz.axis_options.append(xyz.AxisOption(full, str, _apply(field), choices=list_discriminators))
+            elif field == "mode":  # plain, amortized, hybrid, per-sample side by side
+                xyz.axis_options.append(xyz.AxisOption(full, str, _apply(field), choices=lambda: list(MODES)))
+            elif field == "token":
+                from .embeddings import list_tokens
+
+                xyz.axis_options.append(xyz.AxisOption(full, str, _apply(field), choices=list_tokens))
             else:
                 xyz.axis_options.append(xyz.AxisOption(full, kind, _apply(field)))
     except Exception as exc:  # an XYZ change upstream must not break the UI

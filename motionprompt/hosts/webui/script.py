@@ -8,12 +8,11 @@ from modules import scripts
 
 from . import amortized
 from . import run as runs
-from .args import INFOTEXT_KEY, MotionPromptArgs
+from .args import INFOTEXT_KEY, XYZ_ATTR, MotionPromptArgs
 
 log = logging.getLogger("motionprompt")
 
 #: attribute XYZ axes write their overrides into (a dict, replaced on every apply: p is shallow-copied per cell)
-XYZ_ATTR = "motionprompt_xyz"
 
 
 class MotionPromptScript(scripts.Script):
