@@ -139,7 +139,8 @@ def test_clips_rendered_by_worker_processes_train_exactly_like_the_loop(tmp_path
 def test_the_x0_floor_lifts_only_the_low_snr_weights_and_a_resume_keeps_the_stored_setting(tmp_path, one_torch_thread):
     import argparse
 
-    from motionprompt.toy.train import add_arguments, eps_loss_weight, saved_config
+    from motionprompt.toy.train import eps_loss_weight
+    from motionprompt.toy.train_cli import add_arguments, saved_config
 
     ab = torch.tensor([0.005, 0.05, 0.5, 0.99])
     snr = ab / (1 - ab)

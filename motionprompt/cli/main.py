@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..toy import disc as toy_disc
     from ..toy import gate as toy_gate
     from ..toy import results as toy_results
-    from ..toy import train as toy_train
+    from ..toy import train_cli as toy_train
 
     toy_train.add_arguments(sub.add_parser("toy-train", help="train the toy text-to-video model on the procedural "
                                            "world (resumable; runs for hours on CPU)"))

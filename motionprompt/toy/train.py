@@ -12,13 +12,9 @@ atomically every ``save_every`` seconds, on Ctrl-C/SIGTERM and at the end; Adam'
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
-import signal
-import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -355,91 +351,3 @@ class ToyTrainer:
             tick()
         tick(force=True)
         return "done"
-
-
-# --------------------------------------------------------------------------------------- CLI
-def saved_config(state: Path) -> dict:
-    """The training settings stored in a state file ({} when there is none or it is unreadable)."""
-    if not state.is_file():
-        return {}
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(state), "pt") as f:
-            return json.loads((f.metadata() or {}).get("config", "{}"))
-    except Exception:  # the trainer itself reports a foreign or corrupt file
-        return {}
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = ToyTrainConfig()
-    p.add_argument("--state", default="checkpoints/toy_state.safetensors",
-                   help="resumable training state (created, or continued when it exists); the EMA model "
-                   "toy_model.safetensors and the loss log toy_state.csv are written beside it")
-    p.add_argument("--level", default=d.level, choices=sorted(LEVELS), help="which part of the world to train on")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--vae-steps", type=int, default=d.vae_steps)
-    p.add_argument("--steps", type=int, default=d.steps, help="UNet + text encoder steps (total, not more)")
-    p.add_argument("--batch", type=int, help=f"clips per UNet step (default {d.batch}, or the resumed state's)")
-    p.add_argument("--lr", type=float, help=f"UNet learning rate (default {d.lr}, or the resumed state's)")
-    p.add_argument("--x0-floor", type=float, help="least weight of the clean-clip error at low SNR, where min-SNR "
-                   f"weighting alone gives it ~SNR (default {d.x0_floor}, or the resumed state's)")
-    p.add_argument("--save-every", type=float, default=d.save_every, help="seconds between state saves")
-    p.add_argument("--max-minutes", type=float, default=0, help="stop (saved, resumable) after this long; 0 = no limit")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
-    p.add_argument("--workers", type=int, default=0,
-                   help="processes rendering clips ahead of the UNet (worth it on a GPU; 0 = in the loop)")
-
-
-def run(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    saved = saved_config(Path(args.state))  # what a resume keeps unless asked otherwise
-    learn = {k: getattr(args, k) if getattr(args, k) is not None else saved.get(k, getattr(ToyTrainConfig, k))
-             for k in ("batch", "lr", "x0_floor")}
-    cfg = ToyTrainConfig(level=args.level, seed=args.seed, vae_steps=args.vae_steps, steps=args.steps, **learn,
-                         save_every=args.save_every, device=device, workers=args.workers)
-    try:
-        trainer = ToyTrainer(cfg, Path(args.state), log=lambda m: print(m, file=sys.stderr, flush=True))
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    stop: list[str] = []
-    deadline = time.monotonic() + args.max_minutes * 60 if args.max_minutes else math.inf
-
-    def on_signal(signum, frame):
-        stop.append(signal.Signals(signum).name)
-        print(f"\n{stop[-1]}: saving at the end of this step", file=sys.stderr, flush=True)
-
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            handlers[sig] = signal.signal(sig, on_signal)
-    bars: dict = {}
-
-    def progress(phase, step, total, loss):
-        from tqdm import tqdm
-
-        if phase not in bars:
-            for b in bars.values():
-                b.close()
-            bars[phase] = tqdm(total=total, initial=step - 1, desc=f"toy {phase}", file=sys.stderr, dynamic_ncols=True,
-                               mininterval=5.0)
-        bars[phase].update(1)
-        bars[phase].set_postfix_str(f"loss {loss:.4f}", refresh=False)
-
-    try:
-        result = trainer.run(stop=lambda: bool(stop) or time.monotonic() > deadline, progress=progress)
-    finally:
-        for b in bars.values():
-            b.close()
-        for sig, h in handlers.items():
-            signal.signal(sig, h)
-    print(f"{result}: phase {trainer.phase}, vae step {trainer.vae_step}, unet step {trainer.step}/{cfg.steps}, "
-          f"{trainer.seconds / 3600:.2f} h trained; state {args.state}", file=sys.stderr)
-    return 0
