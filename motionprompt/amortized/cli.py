@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import math
-import signal
 import sys
-import threading
-import time
 from pathlib import Path
 
+from ..cli.stopping import stop_requests
 from . import token_file
 from .train import TokenTrainConfig, TokenTrainer, TokenTrainError
 
@@ -104,17 +101,6 @@ def run_train(args) -> int:
     except (TokenTrainError, CheckpointError, FlowMismatch, FlowWeightsMissing, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    stop: list[str] = []
-    deadline = time.monotonic() + args.max_minutes * 60 if args.max_minutes else math.inf
-
-    def on_signal(signum, frame):
-        stop.append(signal.Signals(signum).name)
-        say(f"\n{stop[-1]}: saving after this update")
-
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            handlers[sig] = signal.signal(sig, on_signal)
     from tqdm import tqdm
 
     bar = tqdm(total=cfg.steps, initial=trainer.step, desc="token", file=sys.stderr, dynamic_ncols=True)
@@ -128,11 +114,10 @@ def run_train(args) -> int:
         bar.update(step - bar.n)
 
     try:
-        status = trainer.run(stop=lambda: bool(stop) or time.monotonic() > deadline, progress=progress)
+        with stop_requests(args.max_minutes, "after this update") as stop:
+            status = trainer.run(stop=stop, progress=progress)
     finally:
         bar.close()
-        for sig, h in handlers.items():
-            signal.signal(sig, h)
     val = trainer.last_validation()
     token = Path(cfg.out) / f"{cfg.name}{token_file.SUFFIX}"
     say(f"{status}: update {trainer.step}/{cfg.steps}, {trainer.seconds / 60:.1f} min trained")

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import signal
 import sys
-import threading
-import time
 from pathlib import Path
 
 import torch
 
+from ..cli.stopping import stop_requests
 from .train import ToyTrainConfig, ToyTrainer
 from .world import LEVELS
 
@@ -68,17 +65,6 @@ def run(args) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    stop: list[str] = []
-    deadline = time.monotonic() + args.max_minutes * 60 if args.max_minutes else math.inf
-
-    def on_signal(signum, frame):
-        stop.append(signal.Signals(signum).name)
-        print(f"\n{stop[-1]}: saving at the end of this step", file=sys.stderr, flush=True)
-
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            handlers[sig] = signal.signal(sig, on_signal)
     bars: dict = {}
 
     def progress(phase, step, total, loss):
@@ -93,12 +79,11 @@ def run(args) -> int:
         bars[phase].set_postfix_str(f"loss {loss:.4f}", refresh=False)
 
     try:
-        result = trainer.run(stop=lambda: bool(stop) or time.monotonic() > deadline, progress=progress)
+        with stop_requests(args.max_minutes) as stop:
+            result = trainer.run(stop=stop, progress=progress)
     finally:
         for b in bars.values():
             b.close()
-        for sig, h in handlers.items():
-            signal.signal(sig, h)
     print(f"{result}: phase {trainer.phase}, vae step {trainer.vae_step}, unet step {trainer.step}/{cfg.steps}, "
           f"{trainer.seconds / 3600:.2f} h trained; state {args.state}", file=sys.stderr)
     return 0
