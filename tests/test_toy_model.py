@@ -139,12 +139,12 @@ def test_clips_rendered_by_worker_processes_train_exactly_like_the_loop(tmp_path
 def test_the_x0_floor_lifts_only_the_low_snr_weights_and_a_resume_keeps_the_stored_setting(tmp_path, one_torch_thread):
     import argparse
 
-    from motionprompt.toy.train import eps_loss_weight
+    from motionprompt.toy.train import loss_weight
     from motionprompt.toy.train_cli import add_arguments, saved_config
 
     ab = torch.tensor([0.005, 0.05, 0.5, 0.99])
     snr = ab / (1 - ab)
-    plain, floored = eps_loss_weight(ab), eps_loss_weight(ab, 0.25)
+    plain, floored = loss_weight(ab), loss_weight(ab, 0.25)
     torch.testing.assert_close(plain * snr, torch.clamp(snr, max=5.0))  # min-SNR-5: x0 weight = min(SNR, 5)
     assert torch.all(floored * snr >= 0.25 - 1e-6)
     assert floored[0] > 10 * plain[0] and torch.equal(floored[2:], plain[2:])  # high SNR untouched
@@ -154,9 +154,55 @@ def test_the_x0_floor_lifts_only_the_low_snr_weights_and_a_resume_keeps_the_stor
     p = argparse.ArgumentParser()
     add_arguments(p)
     args = p.parse_args(["--state", str(state)])
-    assert (args.x0_floor, args.batch, args.lr) == (None, None, None)  # run() then takes the state's values
+    assert (args.x0_floor, args.batch, args.lr, args.prediction) == (None,) * 4  # run() takes the state's values
     changed = ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=1, batch=2, x0_floor=0.5), state)
     assert changed.notes == ["x0_floor 0.25 -> 0.5 at UNet step 1"]
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_the_weighted_output_error_is_the_min_snr_weighted_error_of_the_x0_the_sampler_derives(prediction):
+    from motionprompt.engine.diffusion import predicted_x0
+    from motionprompt.toy.train import loss_weight, target
+
+    torch.manual_seed(0)
+    z, noise = torch.randn(4, 4, 3, 2, 2, dtype=torch.float64), torch.randn(4, 4, 3, 2, 2, dtype=torch.float64)
+    ab = torch.tensor([0.0 if prediction == "v_prediction" else 0.002, 0.05, 0.5, 0.99], dtype=torch.float64)
+    abv = ab.view(4, 1, 1, 1, 1)
+    noisy = abv.sqrt() * z + (1 - abv).sqrt() * noise
+    goal = target(z, noise, abv, prediction)
+    torch.testing.assert_close(predicted_x0(noisy, goal, abv, prediction), z, atol=1e-5, rtol=1e-5)  # exact target
+    wrong = goal + 0.1 * torch.randn_like(goal)
+    out_err = (wrong - goal).pow(2).mean(dim=(1, 2, 3, 4))
+    x0_err = (predicted_x0(noisy, wrong, abv, prediction) - z).pow(2).mean(dim=(1, 2, 3, 4))
+    snr = ab / (1 - ab)
+    floor = 1.0
+    torch.testing.assert_close(loss_weight(ab, floor, prediction) * out_err, snr.clamp(floor, 5.0) * x0_err, rtol=1e-5, atol=0)
+    if prediction == "epsilon":
+        with pytest.raises(ValueError, match="zero SNR"):
+            loss_weight(torch.tensor([0.0, 0.5]), floor, prediction)
+
+
+@pytest.mark.diffusers
+def test_switching_to_v_prediction_on_resume_is_recorded_restarts_the_ema_and_ships_a_zero_snr_model(
+        tmp_path, one_torch_thread):
+    state = tmp_path / "state.safetensors"
+    ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=1, batch=2, save_every=1e9), state, arch=TINY).run()
+    assert TINY.prediction_type == "epsilon"  # the caller's arch is not changed
+    v = ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=3, batch=2, save_every=1e9,
+                                  prediction="v_prediction"), state)
+    assert v.notes == ["prediction epsilon -> v_prediction at UNet step 1"]
+    assert v.ema == {} and float(v.alphas_cumprod[-1]) == 0.0  # the training schedule ends in pure noise
+    assert v.run() == "done"
+    raw = dict(v.parts.unet.named_parameters())
+    for k, e in v.ema.items():  # two updates since the restart: close to the raw weights, not to the eps run's
+        if k.startswith("unet."):
+            assert torch.allclose(e, raw[k[5:]].detach(), atol=5e-3), k
+    model = load_model(tmp_path / "toy_model.safetensors")
+    sched = model.video_model().scheduler
+    assert model.arch.prediction_type == sched.config.prediction_type == "v_prediction"
+    assert float(sched.alphas_cumprod[-1]) == 0.0 and sched.config.timestep_spacing == "trailing"
+    clip = sample_batch(model, ["a red circle moving left slowly"], [3], steps=3)
+    assert clip.shape == (1, 16, 16, 16, 3) and clip.std() > 0
 
 
 def test_training_data_is_a_function_of_seed_and_step_and_never_an_evaluation_seed():
@@ -166,3 +212,33 @@ def test_training_data_is_a_function_of_seed_and_step_and_never_an_evaluation_se
     seeds = {train_seed(cfg, step, i, phase) for step in (0, 1, 10**7) for i in range(8) for phase in ("vae", "unet")}
     assert len(seeds) == 48 and max(seeds) < min(SEEDS.values())
     assert train_seed(cfg, 5, 3, "unet") == train_seed(ToyTrainConfig(), 5, 3, "unet")
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_the_direction_probe_sees_a_model_that_knows_the_clip_only_from_its_true_caption(prediction):
+    from types import SimpleNamespace
+
+    from motionprompt.hosts.diffusers.models import ddim_scheduler
+    from motionprompt.toy.probe import opposite, probe_rows
+    from motionprompt.toy.train import target
+
+    assert opposite("a red circle moving left slowly") == "a red circle moving right slowly"
+    assert opposite("a blue star moving up quickly") == "a blue star moving down quickly"
+    with pytest.raises(ValueError, match="no single direction"):
+        opposite("a red circle")
+    sched = ddim_scheduler(prediction, zero_snr=prediction == "v_prediction")
+    torch.manual_seed(0)
+    z = torch.randn(3, 4, 2, 2, 2)
+    conds = {"true": torch.randn(3, 5, 8), "opposite": torch.randn(3, 5, 8), "empty": torch.randn(3, 5, 8)}
+    def oracle(noisy, t, encoder_hidden_states):  # exact for its true caption, x0 off by 0.5 for any other
+        knows = torch.equal(encoder_hidden_states, conds["true"].repeat_interleave(2, dim=0))
+        ab = sched.alphas_cumprod[int(t)]
+        x0 = z if knows else z + 0.5
+        eps = (noisy - ab.sqrt() * x0) / (1 - ab).sqrt()  # the noise that makes x0 the clean clip
+        return SimpleNamespace(sample=target(x0, eps, ab, prediction))
+
+    result = probe_rows(oracle, sched, z, conds, timesteps=(200, 999))
+    assert result["prediction_type"] == prediction and [r["t"] for r in result["rows"]] == [200, 999]
+    for row in result["rows"]:
+        assert row["x0_error_true"] < 1e-8 and row["x0_error_opposite"] == pytest.approx(0.25, rel=1e-3)
+        assert row["true_better"] == 1.0 and row["x0_error_empty"] == pytest.approx(0.25, rel=1e-3)

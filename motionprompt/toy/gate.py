@@ -48,6 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--card", action="store_true", help="also write MODEL_CARD.md, samples.gif and loss.png beside "
                    "the model file")
     p.add_argument("--train-log", help="the training CSV for the card's loss curve (toy_state.csv)")
+    p.add_argument("--probe", action="store_true", help="only the direction probe: does the model predict real "
+                   "clips better with their own direction word than with the opposite one? (about a minute)")
 
 
 def run(args) -> int:
@@ -59,6 +61,14 @@ def run(args) -> int:
     except ToyModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.probe:
+        from ..files.atomic import write_json
+        from .probe import direction_probe, format_probe
+
+        result = direction_probe(parts)
+        write_json(Path(args.out) / "probe.json", result, indent=1)
+        print(format_probe(result))
+        return 0
     result, clips, caps = check(parts, args.per_caption, args.steps, args.cfg)
     result["model_meta"] = parts.meta
     out = Path(args.out)

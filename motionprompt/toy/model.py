@@ -34,6 +34,7 @@ class ToyArch:
     vae_channels: tuple[int, ...] = (32, 64, 64)
     scaling_factor: float = 1.0  # set after VAE training so latents have unit variance
     shift_factor: float = 0.0  # ... and zero mean (diffusers' convention: z = (mean - shift) * scale)
+    prediction_type: str = "epsilon"  # or "v_prediction", which comes with a zero-terminal-SNR schedule
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -67,10 +68,15 @@ class ToyParts:
         tok = self.tokenizer
         return torch.tensor([layout(tok, tok.ids(c), 0)[0] for c in captions])
 
+    def scheduler(self):
+        """The noise schedule this model was trained on (the trainer, the sampler and the host all use it)."""
+        v = self.arch.prediction_type == "v_prediction"
+        return ddim_scheduler(self.arch.prediction_type, zero_snr=v)
+
     def video_model(self) -> VideoModel:
         for m in self.modules().values():
             m.eval()
-        return VideoModel(self.unet, self.vae, self.text, self.tokenizer, ddim_scheduler(), name="toy")
+        return VideoModel(self.unet, self.vae, self.text, self.tokenizer, self.scheduler(), name="toy")
 
 
 def build(arch: ToyArch, seed: int = 0) -> ToyParts:

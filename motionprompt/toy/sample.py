@@ -36,9 +36,7 @@ def encode_prompts(parts: ToyParts, prompts: list[str]) -> torch.Tensor:
 def sample_batch(parts: ToyParts, prompts: list[str], seeds: list[int], steps: int = DEFAULT_STEPS,
                  cfg_scale: float = DEFAULT_CFG) -> np.ndarray:
     """uint8 [B, F, H, W, 3] of plain DDIM + CFG samples."""
-    from ..hosts.diffusers.models import ddim_scheduler
-
-    sched = ddim_scheduler()
+    sched = parts.scheduler()
     sched.set_timesteps(steps)
     b, frames = len(prompts), parts.arch.frames
     latents = torch.cat([initial_noise(parts, s) for s in seeds]) * sched.init_noise_sigma
@@ -46,8 +44,8 @@ def sample_batch(parts: ToyParts, prompts: list[str], seeds: list[int], steps: i
     uncond = encode_prompts(parts, [""]).expand(b, -1, -1)
     ctx = torch.cat([cond, uncond]).repeat_interleave(frames, dim=0)
     for t in sched.timesteps:
-        eps = parts.unet(torch.cat([latents, latents]), t, encoder_hidden_states=ctx).sample
-        c, u = eps.chunk(2)
+        out = parts.unet(torch.cat([latents, latents]), t, encoder_hidden_states=ctx).sample
+        c, u = out.chunk(2)
         latents = sched.step(u + cfg_scale * (c - u), t, latents).prev_sample
     return decode_latents(parts, latents)
 

@@ -1,8 +1,9 @@
 """``python -m motionprompt toy-train``: train the toy text-to-video model on the procedural world.
 
 Two phases in one resumable run: the VAE on single frames (its posterior mean decoded, object-weighted
-pixel + edge loss: see ``vae_loss``), then (VAE frozen, latents normalised to zero mean and unit variance) the UNetMotionModel and the text encoder jointly on 16-frame clips, epsilon
-prediction with min-SNR weighting and 10 % caption dropout for classifier-free guidance.
+pixel + edge loss: see ``vae_loss``), then (VAE frozen, latents normalised to zero mean and unit variance) the
+UNetMotionModel and the text encoder jointly on 16-frame clips, epsilon or v prediction (the latter on a
+zero-terminal-SNR schedule) with min-SNR weighting and 10 % caption dropout for classifier-free guidance.
 
 Every batch is a pure function of (seed, step): clips are rendered on the fly from seeds, so a resumed run
 sees exactly the data an uninterrupted one would. One state file (raw fp32 weights + fp16 EMA), replaced
@@ -16,7 +17,7 @@ import csv
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,9 @@ class ToyTrainConfig:
     # weight of the clean-clip error at low SNR, where the clip's layout and direction are decided: min-SNR
     # alone gives it ~SNR (0.005-0.1 above t=600), so the caption's direction barely moved the loss; 0 = off
     x0_floor: float = 0.0
+    # "v_prediction" trains on a zero-terminal-SNR schedule: the last step is pure noise in training as in
+    # sampling, so what a clip looks like from noise alone (layout, direction) must come from the caption
+    prediction: str = "epsilon"
     save_every: float = 600.0  # seconds
     device: str = "cpu"
     workers: int = 0  # processes rendering the next steps' clips (0 = in the training loop)
@@ -56,6 +60,8 @@ class ToyTrainConfig:
 
 #: settings that say how to run, not what is learned: free to change on a resume
 RUNTIME_KEYS = ("device", "workers", "save_every")
+#: what is learned, yet may change on a resume (e.g. a larger batch on a GPU): recorded in the state's notes
+LEARN_KEYS = ("batch", "lr", "x0_floor", "prediction")
 
 
 def train_seed(cfg: ToyTrainConfig, step: int, i: int, phase: str) -> int:
@@ -67,15 +73,26 @@ def train_seed(cfg: ToyTrainConfig, step: int, i: int, phase: str) -> int:
 HELD_OUT_SEED_BASE = 1 << 40
 
 
-def eps_loss_weight(alpha_bar: torch.Tensor, x0_floor: float = 0.0) -> torch.Tensor:
-    """Min-SNR-5 weight of the epsilon error, with the clean-clip error's weight held at >= ``x0_floor``.
+def loss_weight(alpha_bar: torch.Tensor, x0_floor: float = 0.0, prediction: str = "epsilon") -> torch.Tensor:
+    """Min-SNR-5 weight of the model-output error, with the clean-clip error's weight held at >= ``x0_floor``.
 
-    An epsilon error is the x0 error times SNR, so min-SNR weighting gives the x0 error a weight of
-    min(SNR, 5): about SNR, i.e. almost nothing, at the noise levels where a clip's layout and direction
-    are decided.
+    The x0 error is the epsilon error / SNR and the v error / (SNR + 1), so min-SNR weighting gives the x0
+    error a weight of min(SNR, 5): about SNR, i.e. almost nothing, at the noise levels where a clip's layout
+    and direction are decided (and exactly nothing at zero SNR).
     """
     snr = alpha_bar / (1 - alpha_bar)
-    return torch.clamp(snr, min=x0_floor, max=MIN_SNR_GAMMA) / snr
+    x0_weight = torch.clamp(snr, min=x0_floor, max=MIN_SNR_GAMMA)
+    if prediction == "v_prediction":
+        return x0_weight / (snr + 1)
+    if bool((snr <= 0).any()):
+        raise ValueError("epsilon prediction cannot be weighted at zero SNR")
+    return x0_weight / snr
+
+
+def target(z: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, prediction: str) -> torch.Tensor:
+    if prediction == "v_prediction":
+        return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * z
+    return noise
 
 
 def render_clips(cfg: ToyTrainConfig, spec: WorldSpec, size: int, step: int, n: int,
@@ -137,18 +154,17 @@ class ToyTrainer:
     def __init__(self, cfg: ToyTrainConfig, state_path: Path, arch: ToyArch | None = None, log=print):
         self.cfg, self.state_path, self.log = cfg, Path(state_path), log
         self.spec = LEVELS[cfg.level]
-        self.parts = build(arch or ToyArch(size=self.spec.size, frames=self.spec.frames), seed=cfg.seed)
+        arch = replace(arch or ToyArch(size=self.spec.size, frames=self.spec.frames), prediction_type=cfg.prediction)
+        self.parts = build(arch, seed=cfg.seed)
         self.phase, self.step, self.vae_step = "vae", 0, 0
         self.history: list[dict] = []
         self.ema: dict[str, torch.Tensor] = {}
         self.seconds = 0.0
         self.notes: list[str] = []  # e.g. batch changes on resume, kept in the state's metadata
-        from ..hosts.diffusers.models import ddim_scheduler
-
         self.device = torch.device(cfg.device)
-        self.alphas_cumprod = ddim_scheduler().alphas_cumprod.float()
         if self.state_path.is_file():
             self._load()
+        self.alphas_cumprod = self.parts.scheduler().alphas_cumprod.float()
         for m in self.parts.modules().values():
             m.to(self.device)
         self.ema = {k: v.to(self.device) for k, v in self.ema.items()}
@@ -190,15 +206,19 @@ class ToyTrainer:
                 raise ValueError(f"state was trained with {key}={saved.get(key)!r}, not {getattr(self.cfg, key)!r}; "
                                  "resume with the same settings or start a new state file")
         self.notes = json.loads(meta.get("notes", "[]"))
-        for key in ("batch", "lr", "x0_floor"):  # e.g. a larger batch on a GPU: the seeds stay f(seed, step, i)
+        for key in LEARN_KEYS:  # e.g. a larger batch on a GPU: the seeds stay f(seed, step, i)
             if saved.get(key, getattr(ToyTrainConfig, key)) != getattr(self.cfg, key):
                 self.notes.append(f"{key} {saved.get(key, getattr(ToyTrainConfig, key))} -> {getattr(self.cfg, key)} "
                                   f"at UNet step {meta['step']}")
                 self.log(f"note: {self.notes[-1]}")
-        self.parts = build(ToyArch.from_dict(json.loads(meta["arch"])), seed=self.cfg.seed)
+        arch = ToyArch.from_dict(json.loads(meta["arch"]))
+        switched = arch.prediction_type != self.cfg.prediction
+        arch.prediction_type = self.cfg.prediction
+        self.parts = build(arch, seed=self.cfg.seed)
         tensors = load_file(str(self.state_path))
         load_tensors(self.parts, tensors, prefix="raw.")
-        self.ema = {k[4:]: v.float() for k, v in tensors.items() if k.startswith("ema.")}
+        # an average over weights of another objective would be neither: the EMA starts again from here
+        self.ema = {} if switched else {k[4:]: v.float() for k, v in tensors.items() if k.startswith("ema.")}
         self.phase, self.step, self.vae_step = meta["phase"], int(meta["step"]), int(meta["vae_step"])
         self.seconds = float(meta.get("seconds", 0))
         csv_path = self.state_path.with_suffix(".csv")
@@ -279,12 +299,13 @@ class ToyTrainer:
         noise = torch.randn(z.shape, generator=gen).to(dev)  # drawn on the CPU: same numbers on every device
         ab = self.alphas_cumprod[t].view(b, 1, 1, 1, 1).to(dev)
         noisy = ab.sqrt() * z + (1 - ab).sqrt() * noise
+        goal = target(z, noise, ab, cfg.prediction)
         self.parts.unet.train()
         self.parts.text.train()
         cond = self.parts.text(self.parts.caption_ids(caps).to(dev))[0].repeat_interleave(f, dim=0)
         pred = self.parts.unet(noisy, t.to(dev), encoder_hidden_states=cond).sample
-        weight = eps_loss_weight(ab.flatten(), cfg.x0_floor)
-        loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3, 4))).mean()
+        weight = loss_weight(ab.flatten(), cfg.x0_floor, cfg.prediction)
+        loss = (weight * (pred - goal).pow(2).mean(dim=(1, 2, 3, 4))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(self._trainable().values()), 1.0)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..cli.stopping import stop_requests
-from .train import ToyTrainConfig, ToyTrainer
+from .train import LEARN_KEYS, ToyTrainConfig, ToyTrainer
 from .world import LEVELS
 
 
@@ -40,6 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help=f"UNet learning rate (default {d.lr}, or the resumed state's)")
     p.add_argument("--x0-floor", type=float, help="least weight of the clean-clip error at low SNR, where min-SNR "
                    f"weighting alone gives it ~SNR (default {d.x0_floor}, or the resumed state's)")
+    p.add_argument("--prediction", choices=("epsilon", "v_prediction"),
+                   help="what the UNet predicts; v_prediction trains on a zero-terminal-SNR schedule (pure noise at "
+                   f"the last step, as in sampling); switching on a resume restarts the EMA (default {d.prediction}, "
+                   "or the resumed state's)")
     p.add_argument("--save-every", type=float, default=d.save_every, help="seconds between state saves")
     p.add_argument("--max-minutes", type=float, default=0, help="stop (saved, resumable) after this long; 0 = no limit")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
@@ -57,7 +61,7 @@ def run(args) -> int:
         torch.backends.cudnn.allow_tf32 = True
     saved = saved_config(Path(args.state))  # what a resume keeps unless asked otherwise
     learn = {k: getattr(args, k) if getattr(args, k) is not None else saved.get(k, getattr(ToyTrainConfig, k))
-             for k in ("batch", "lr", "x0_floor")}
+             for k in LEARN_KEYS}
     cfg = ToyTrainConfig(level=args.level, seed=args.seed, vae_steps=args.vae_steps, steps=args.steps, **learn,
                          save_every=args.save_every, device=device, workers=args.workers)
     try:

@@ -24,13 +24,22 @@ class VideoModel:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
 
-def ddim_scheduler():
+def ddim_scheduler(prediction_type: str = "epsilon", zero_snr: bool = False):
+    """AnimateDiff's published sampling setup: DDIM, linear betas 0.00085 -> 0.012.
+
+    ``zero_snr`` rescales the betas so the last step is pure noise, as sampling assumes (Lin et al. 2024,
+    "Common Diffusion Noise Schedules and Sample Steps Are Flawed"), with the trailing timesteps that paper
+    samples with; it needs v-prediction (epsilon carries no information at zero SNR).
+    """
     from diffusers import DDIMScheduler
 
-    # AnimateDiff's published sampling setup: DDIM, linear betas 0.00085 -> 0.012
+    if zero_snr and prediction_type == "epsilon":
+        raise ValueError("a zero-terminal-SNR schedule needs v_prediction (epsilon says nothing at zero SNR)")
     return DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="linear", clip_sample=False,
-        set_alpha_to_one=False, steps_offset=1, timestep_spacing="linspace",
+        set_alpha_to_one=False, steps_offset=0 if zero_snr else 1,
+        timestep_spacing="trailing" if zero_snr else "linspace",
+        prediction_type=prediction_type, rescale_betas_zero_snr=zero_snr,
     )
 
 
