@@ -121,6 +121,23 @@ def test_hybrid_mode_starts_the_inner_loop_from_the_token_file(monkeypatch, webu
     assert "token_level: input" in p.extra_generation_params["MotionPrompt"]  # no output-level fallback for a file
 
 
+@pytest.mark.parametrize("order", [("animatediff", "motionprompt"), ("motionprompt", "animatediff")])
+@pytest.mark.parametrize("travel", [False, True])
+def test_hybrid_without_inner_iterations_is_the_amortized_video_from_the_first_step(tmp_path, embeddings, order, travel):
+    """The token is part of the prompt from step 0 on in both modes: the hybrid's step 0 (pure noise, where
+    AnimateDiff builds its conditioning, before or after our callback) must not fall back to the plain prompt."""
+    webui = WebUI(tmp_path, order=order)
+    save_disc(tmp_path / "models")
+    prompt = "a fox\n0: running\n4: jumping\nsnow" if travel else "a white fox running"
+    _p, amortized = webui.generate(AMORTIZED, AD, prompt=prompt)
+    p, hybrid = webui.generate({**AMORTIZED, "mode": "hybrid", "discriminator": "disc.safetensors", "inner_iters": 0,
+                                "window_start": 0.25, "window_end": 0.75}, AD,
+                               prompt=prompt)
+    assert not webui.errors, webui.errors
+    assert "not guided" not in p.extra_generation_params["MotionPrompt result"]
+    torch.testing.assert_close(hybrid.samples, amortized.samples, atol=1e-5, rtol=1e-5)
+
+
 def test_amortized_mode_reports_why_not_and_sampling_continues(tmp_path, monkeypatch, webui, embeddings):
     save_token(embeddings / "wide.safetensors", torch.randn(1, DIM + 4))
     _p, plain = webui.generate({"enabled": False}, AD)

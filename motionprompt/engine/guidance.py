@@ -133,7 +133,7 @@ class MotionGuide:
         phase = schedule.phase(self.cfg, step, total_steps)
         try:
             if phase == "before":
-                return self._init_cond() if self.cfg.cond_before == "init_tokens" else self._original()
+                return self.start_conditioning()
             if schedule.optimizes(self.cfg, step, total_steps):
                 self._optimize(step, total_steps, predict_x0)
                 for observe in self.observers:
@@ -146,6 +146,14 @@ class MotionGuide:
         except Exception as exc:  # never break the user's generation
             self._fail(step, exc)
             return None
+
+    def start_conditioning(self) -> torch.Tensor | None:
+        """The conditioning before any optimization: the init tokens when ``cond_before`` says so, the prompt
+        with the start token when there is one, else None (the host's own). Also what a host whose first step
+        cannot be optimized uses there (the WebUI: AnimateDiff hooks its UNet at that step)."""
+        if self.disabled:
+            return None
+        return self._init_cond() if self.cfg.cond_before == "init_tokens" else self._original()
 
     def summary(self) -> dict:
         """What a host logs / writes into infotext after the run."""

@@ -19,6 +19,7 @@ import time
 import torch
 
 from ...disc.checkpoint import CheckpointError, Discriminator
+from ...engine import schedule
 from ...engine.guidance import MotionGuide
 from ...engine.same_pairs import SamePairsProbe
 from . import animatediff, flavour
@@ -98,6 +99,7 @@ class GuidedRun(RunOutcome):
         self.paths: list[str] = []  # which UNet rows the inner loop ran (cond-only / full batch and why)
         self._rss_start: int | None = None
         self._denoiser = None
+        self._encoder = None
         self._virtual = -1
         self._cond: torch.Tensor | None = None
         self._original = None
@@ -148,7 +150,8 @@ class GuidedRun(RunOutcome):
         den = params.denoiser
         if den is not self._denoiser or den.step == 0:
             self._new_pass(params)
-            return  # step 0 is pure noise, and AnimateDiff builds its conditioning there
+            self._first_step(params)
+            return
         steps = getattr(den, "steps", None) or den.total_steps
         virtual = den.step * steps // max(den.total_steps, 1)  # 2nd-order samplers: 2 calls per step
         if virtual != self._virtual:
@@ -202,6 +205,7 @@ class GuidedRun(RunOutcome):
             raise GuidanceUnavailable(str(exc)) from exc
         if note and note not in self.notes:
             self.notes.append(note)
+        self._encoder = encoder
         host = self.path.host(self.p.sd_model, encoder, shared.state)
         guide = MotionGuide(self.cfg, host, self.flow, self.disc, device=devices.device)
         init_note = getattr(encoder, "note", None)
@@ -211,6 +215,31 @@ class GuidedRun(RunOutcome):
         guide.observers.append(probe)
         self.guides.append(guide)
         self.probes.append(probe)
+
+    def _first_step(self, params) -> None:
+        """Step 0 (pure noise) is never optimized here: AnimateDiff hooks its UNet at that step, maybe after this
+        callback. Its conditioning is the one before any optimization, as in the reference host: with a start
+        token or init tokens, the prompt carries them from this step on."""
+        den, guide = params.denoiser, self.guides[-1]
+        steps = getattr(den, "steps", None) or den.total_steps
+        if schedule.optimizes(self.cfg, 0, steps):
+            note = "step 0 (pure noise) not optimized: AnimateDiff hooks its UNet there"
+            if note not in self.notes:
+                self.notes.append(note)
+        cond = guide.start_conditioning()
+        if cond is None:
+            return
+        ad = animatediff.state()
+        current = params.text_cond
+        if ad is not None and current is not ad.text_cond:
+            # AnimateDiff runs after us at this step and builds its per-frame rows from params.text_cond: give it
+            # the rows before its prompt travel, and keep what it would have built without us for a restore
+            self._original, self._injected = ad.multi_cond(current), True
+            raw = self._encoder.encode(guide.tokens0.to(cond.device, cond.dtype), post=False)
+            params.text_cond = raw.to(current.dtype)
+            ad.text_cond = cond.to(current.dtype)
+        else:
+            self._inject(params, cond)
 
     def _check_guide(self, guide: MotionGuide, step: int) -> None:
         if guide.disabled:

@@ -86,13 +86,14 @@ class InputLevelEncoder:
         lines = list(self.lines.values())
         return self._run([line.fixes for line in lines])
 
-    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+    def encode(self, tokens: torch.Tensor, post: bool = True) -> torch.Tensor:
+        """Prompt rows with ``tokens``; ``post=False``: before AnimateDiff's prompt travel (what it interpolates)."""
         self._holder.vec = tokens
         try:
             rows = self._run(self._fixes)
         finally:
             self._holder.vec = tokens.detach()  # do not keep the graph alive through the holder
-        return self.post(rows) if self.post else rows
+        return self.post(rows) if self.post and post else rows
 
     def _run(self, fixes: list) -> torch.Tensor:
         lines = list(self.lines.values())
@@ -139,14 +140,14 @@ class OutputLevelEncoder:
         reps = -(-n_tokens // vec.shape[0])
         return vec.repeat(reps, 1)[:n_tokens].clone()
 
-    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+    def encode(self, tokens: torch.Tensor, post: bool = True) -> torch.Tensor:
         rows = []
         t = tokens.to(self.base.dtype)
         for r, s in enumerate(self.starts):
             row = self.base[r]
             rows.append(torch.cat([row[:s], t, row[s + self.n_tokens :]]))
         out = torch.stack(rows)
-        return self.post(out) if self.post else out
+        return self.post(out) if self.post and post else out
 
 
 def build_encoder(clip, prompts: list[str], n_tokens: int, host_rows: torch.Tensor, level: str = "auto",
