@@ -5,9 +5,8 @@ from the file: ``MotionPromptArgs.engine_config``).
 The token enters exactly where guidance puts its tokens and where textual inversion puts an embedding: as
 a ``PromptChunkFix`` right after the prompt, through CLIP (``tokens.InputLevelEncoder``), so the conditioning
 is the one the WebUI builds when the token's name is typed at the end of the prompt. It is written into the
-CFG callback's ``text_cond`` at every step, cooperating with AnimateDiff in either callback order: at step 0
-AnimateDiff builds its per-frame rows (prompt travel) from ``text_cond`` when it runs after us, so it gets the
-rows before its interpolation there; otherwise both copies get the interpolated rows.
+CFG callback's ``text_cond`` at every step, cooperating with AnimateDiff in either callback order
+(``injection.CondInjection``).
 
 Registered with ``register()`` (its own CFG callback, the Mode/Token XYZ axes, unload cleanup). Nothing here
 raises into the host: a problem is reported once and sampling continues with the user's own prompt.
@@ -23,6 +22,7 @@ from ...amortized.token_file import TokenFile, TokenFileError, load_token
 from . import animatediff, embeddings
 from . import run as runs
 from .args import INFOTEXT_KEY, MotionPromptArgs
+from .injection import CondInjection
 from .tokens import TokenBudgetError, build_encoder
 
 log = logging.getLogger("motionprompt")
@@ -100,8 +100,7 @@ class AmortizedRun:
         self._denoiser = None
         self._rows: torch.Tensor | None = None  # prompt + token per latent row
         self._post: torch.Tensor | None = None  # ... after AnimateDiff's per-frame interpolation
-        self._original = None
-        self._injected = False
+        self._injection = CondInjection()
 
     # ------------------------------------------------------------------ per batch
     def begin_batch(self, seeds=None) -> None:
@@ -169,10 +168,10 @@ class AmortizedRun:
         try:
             den = params.denoiser
             if den is not self._denoiser:  # a new sampling pass: its text_cond is fresh, nothing to restore
-                self._injected = False
+                self._injection.active = False
                 self._denoiser = den
                 self._build(params)
-            self._inject(params, first=den.step == 0)
+            self._injection.put(params, self._post, self._rows, first=den.step == 0)
             self.steps += 1
         except Exception as exc:  # never break the user's generation
             self._stop(f"{type(exc).__name__}: {exc}" if not isinstance(exc, AmortizedUnavailable) else str(exc))
@@ -201,40 +200,8 @@ class AmortizedRun:
         ad = animatediff.state()
         self._post = ad.multi_cond(self._rows) if ad is not None else self._rows
 
-    def _inject(self, params, first: bool) -> None:
-        ad = animatediff.state()
-        current = params.text_cond
-        if tuple(self._post.shape) != tuple(current.shape):
-            raise RuntimeError(f"token conditioning {tuple(self._post.shape)} does not match the host's "
-                               f"{tuple(current.shape)}")
-        ad_first = ad is not None and first and current is not ad.text_cond  # AnimateDiff runs after us at step 0
-        if not self._injected:  # what the UNet gets without us in this pass (restored on a failure)
-            if ad_first:
-                self._original = ad.multi_cond(current)
-            elif ad is not None and current is not ad.text_cond and ad.text_cond is not None:
-                self._original = ad.text_cond
-            else:
-                self._original = current
-        post = self._post.to(current.dtype)
-        if ad is None:
-            params.text_cond = post
-        elif ad_first:  # it builds its per-frame rows from params.text_cond: give it the rows before interpolation
-            params.text_cond = self._rows.to(current.dtype)
-            ad.text_cond = post
-        else:
-            params.text_cond = post
-            ad.text_cond = post
-        self._injected = True
-
     def _restore(self, params) -> None:
-        if not self._injected:
-            return
-        ad = animatediff.state()
-        if ad is not None:
-            ad.text_cond = self._original
-        if params is not None:
-            params.text_cond = self._original
-        self._injected = False
+        self._injection.restore(params)
 
     def _stop(self, reason: str) -> None:
         if self.problem is None:

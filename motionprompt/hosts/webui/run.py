@@ -26,6 +26,7 @@ from . import animatediff, flavour
 from .args import MotionPromptArgs
 from .forge import ForgePath
 from .host import A1111Path
+from .injection import CondInjection
 from .outcome import RunOutcome, measure_unguided, peak_rss, report, video_frames
 from .preflight import GuidanceUnavailable, build_run_flow, clear_cache, host_problem, load_disc
 from .tokens import TokenBudgetError, build_encoder
@@ -102,8 +103,7 @@ class GuidedRun(RunOutcome):
         self._encoder = None
         self._virtual = -1
         self._cond: torch.Tensor | None = None
-        self._original = None
-        self._injected = False
+        self._injection = CondInjection()
         self._t_start: float | None = None
         self._mem_plain: int | None = None
 
@@ -229,17 +229,8 @@ class GuidedRun(RunOutcome):
         cond = guide.start_conditioning()
         if cond is None:
             return
-        ad = animatediff.state()
-        current = params.text_cond
-        if ad is not None and current is not ad.text_cond:
-            # AnimateDiff runs after us at this step and builds its per-frame rows from params.text_cond: give it
-            # the rows before its prompt travel, and keep what it would have built without us for a restore
-            self._original, self._injected = ad.multi_cond(current), True
-            raw = self._encoder.encode(guide.tokens0.to(cond.device, cond.dtype), post=False)
-            params.text_cond = raw.to(current.dtype)
-            ad.text_cond = cond.to(current.dtype)
-        else:
-            self._inject(params, cond)
+        rows = lambda: self._encoder.encode(guide.tokens0.to(cond.device, cond.dtype), post=False)  # noqa: E731
+        self._injection.put(params, cond, rows, first=True)
 
     def _check_guide(self, guide: MotionGuide, step: int) -> None:
         if guide.disabled:
@@ -251,30 +242,13 @@ class GuidedRun(RunOutcome):
 
     # ------------------------------------------------------------------ injection
     def _inject(self, params, cond: torch.Tensor | None) -> None:
-        """Write into both ``params.text_cond`` and AnimateDiff's copy: correct in either callback order."""
         if cond is None:
             self._restore(params)
-            return
-        ad = animatediff.state()
-        if not self._injected:
-            self._original = ad.text_cond if ad is not None and ad.text_cond is not None else params.text_cond
-        if tuple(cond.shape) != tuple(self._original.shape):
-            raise RuntimeError(f"optimized conditioning {tuple(cond.shape)} does not match the host's {tuple(self._original.shape)}")
-        cond = cond.to(self._original.dtype)
-        params.text_cond = cond
-        if ad is not None:
-            ad.text_cond = cond
-        self._injected = True
+        else:
+            self._injection.put(params, cond)
 
     def _restore(self, params) -> None:
-        if not self._injected:
-            return
-        ad = animatediff.state()
-        if ad is not None:
-            ad.text_cond = self._original
-        if params is not None:
-            params.text_cond = self._original
-        self._injected = False
+        self._injection.restore(params)
 
     def _stop(self, reason: str) -> None:
         if self.problem is None:
