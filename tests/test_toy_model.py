@@ -214,6 +214,7 @@ def test_training_data_is_a_function_of_seed_and_step_and_never_an_evaluation_se
     assert train_seed(cfg, 5, 3, "unet") == train_seed(ToyTrainConfig(), 5, 3, "unet")
 
 
+@pytest.mark.diffusers
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
 def test_the_direction_probe_sees_a_model_that_knows_the_clip_only_from_its_true_caption(prediction):
     from types import SimpleNamespace
