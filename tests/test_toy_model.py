@@ -231,6 +231,7 @@ def test_the_direction_probe_sees_a_model_that_knows_the_clip_only_from_its_true
     torch.manual_seed(0)
     z = torch.randn(3, 4, 2, 2, 2)
     conds = {"true": torch.randn(3, 5, 8), "opposite": torch.randn(3, 5, 8), "empty": torch.randn(3, 5, 8)}
+
     def oracle(noisy, t, encoder_hidden_states):  # exact for its true caption, x0 off by 0.5 for any other
         knows = torch.equal(encoder_hidden_states, conds["true"].repeat_interleave(2, dim=0))
         ab = sched.alphas_cumprod[int(t)]

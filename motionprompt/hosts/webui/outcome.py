@@ -126,7 +126,11 @@ class RunOutcome:
     def result_text(self) -> str:
         s = self.summary()
         if not s["steps_guided"]:
-            return f"not applied: {self.problem}" if self.problem else "not applied: no step fell in the guidance window"
+            if self.problem:
+                return f"not applied: {self.problem}"
+            if self.cfg.inner_iters == 0 and any(g.started for g in self.guides):  # hybrid, K = 0
+                return f"start token as it is on every step, no inner loop; {s['token_level']}-level tokens"
+            return "not applied: no step fell in the guidance window"
         parts = [f"{s['steps_guided']} steps x {self.cfg.inner_iters} it"]
         if s["passes"] > 1:
             parts.append(f"{s['passes']} passes")

@@ -81,6 +81,11 @@ def on_cfg_denoiser(params) -> None:
             return
 
 
+def _sampler_steps(den) -> int:
+    """The user's step count (``total_steps`` counts a 2nd-order sampler's two calls per step)."""
+    return getattr(den, "steps", None) or den.total_steps
+
+
 def clear() -> None:
     """Script reload / unload: drop every run and give AnimateDiff its own conditioning back."""
     for run in list(_RUNS):
@@ -152,7 +157,7 @@ class GuidedRun(RunOutcome):
             self._new_pass(params)
             self._first_step(params)
             return
-        steps = getattr(den, "steps", None) or den.total_steps
+        steps = _sampler_steps(den)
         virtual = den.step * steps // max(den.total_steps, 1)  # 2nd-order samplers: 2 calls per step
         if virtual != self._virtual:
             self._virtual = virtual
@@ -221,7 +226,7 @@ class GuidedRun(RunOutcome):
         callback. Its conditioning is the one before any optimization, as in the reference host: with a start
         token or init tokens, the prompt carries them from this step on."""
         den, guide = params.denoiser, self.guides[-1]
-        steps = getattr(den, "steps", None) or den.total_steps
+        steps = _sampler_steps(den)
         if schedule.optimizes(self.cfg, 0, steps):
             note = "step 0 (pure noise) not optimized: AnimateDiff hooks its UNet there"
             if note not in self.notes:
