@@ -122,6 +122,26 @@ def test_a_larger_batch_on_resume_continues_the_same_run_and_is_recorded(tmp_pat
 
 
 @pytest.mark.diffusers
+def test_a_state_from_an_older_world_layout_resumes_with_a_note_and_a_fresh_ema(tmp_path, one_torch_thread, monkeypatch):
+    from dataclasses import replace
+
+    from motionprompt.toy import train
+    from motionprompt.toy.world import LEVELS
+
+    state = tmp_path / "state.safetensors"
+    monkeypatch.setitem(train.LEVELS, "toy", replace(LEVELS["toy"], layout="free"))
+    ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=1, batch=2, save_every=1e9), state, arch=TINY).run()
+    same = ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=1, batch=2), state)
+    assert same.notes == [] and same.ema  # same world: the EMA goes on
+    monkeypatch.undo()
+    moved = ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=2, batch=2, save_every=1e9), state)
+    assert moved.notes == ["world layout free -> centred at UNet step 1"] and moved.ema == {}
+    assert moved.run() == "done"
+    again = ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=2, batch=2), state)
+    assert again.notes == moved.notes and again.ema  # recorded once; the new world's EMA is kept
+
+
+@pytest.mark.diffusers
 def test_clips_rendered_by_worker_processes_train_exactly_like_the_loop(tmp_path, one_torch_thread):
     weights = {}
     for workers in (0, 1):

@@ -72,6 +72,27 @@ def test_every_toy_clip_keeps_its_object_in_view_and_moving_the_captioned_way():
     assert s["visible_frames"] == 1.0 and s["direction_ok"] == 1.0 and s["colour_purity"] > 0.99
 
 
+def test_the_toy_level_centres_every_path_so_the_direction_decides_where_the_object_is_on_each_frame():
+    from dataclasses import replace
+
+    from motionprompt.toy.world import CENTRED_JITTER, object_path
+
+    def placement(spec):
+        on_line, starts_behind = [], []
+        for seed in range(80):
+            obj = sample_scene(spec, seed).objects[0]
+            path, _ = object_path(obj, spec.frames)
+            d = np.array(DIRECTIONS[obj.direction])
+            mid = (path[0] + path[-1]) / 2
+            on_line.append(np.abs(mid - 0.5).max() <= CENTRED_JITTER + 1e-9)  # midpoint and line near the centre
+            # the object starts on the side it moves away from, by at least half its travel less the jitter
+            starts_behind.append(float(((path[0] - 0.5) * d).sum()) < -(SPEEDS[obj.speed] * 15 / 2 - CENTRED_JITTER))
+        return np.mean(on_line), np.mean(starts_behind)
+
+    assert LEVELS["toy"].layout == "centred" and placement(LEVELS["toy"]) == (1.0, 1.0)
+    assert placement(replace(LEVELS["toy"], layout="free"))[0] < 0.4  # the free layout starts anywhere that fits
+
+
 def test_captions_parse_back_and_name_every_object_of_the_full_world():
     seen = set()
     for seed in range(80):

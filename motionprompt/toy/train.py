@@ -185,7 +185,7 @@ class ToyTrainer:
         meta = {
             "format": STATE_FORMAT, "arch": json.dumps(self.parts.arch.to_dict()), "config": json.dumps(self.cfg.to_dict()),
             "phase": self.phase, "step": str(self.step), "vae_step": str(self.vae_step), "seconds": f"{self.seconds:.1f}",
-            "notes": json.dumps(self.notes),
+            "notes": json.dumps(self.notes), "world_layout": self.spec.layout,
         }
         save_safetensors(tensors, meta, self.state_path)
         if self.phase == "unet" and self.ema:
@@ -211,13 +211,19 @@ class ToyTrainer:
                 self.notes.append(f"{key} {saved.get(key, getattr(ToyTrainConfig, key))} -> {getattr(self.cfg, key)} "
                                   f"at UNet step {meta['step']}")
                 self.log(f"note: {self.notes[-1]}")
+        # the world a level draws from may change between versions (toy: centred paths from UNet step 10578)
+        world_changed = meta.get("world_layout", "free") != self.spec.layout
+        if world_changed:
+            self.notes.append(f"world layout {meta.get('world_layout', 'free')} -> {self.spec.layout} "
+                              f"at UNet step {meta['step']}")
+            self.log(f"note: {self.notes[-1]}")
         arch = ToyArch.from_dict(json.loads(meta["arch"]))
-        switched = arch.prediction_type != self.cfg.prediction
+        switched = arch.prediction_type != self.cfg.prediction or world_changed
         arch.prediction_type = self.cfg.prediction
         self.parts = build(arch, seed=self.cfg.seed)
         tensors = load_file(str(self.state_path))
         load_tensors(self.parts, tensors, prefix="raw.")
-        # an average over weights of another objective would be neither: the EMA starts again from here
+        # an average over weights of another objective or world would be neither: the EMA starts again here
         self.ema = {} if switched else {k[4:]: v.float() for k, v in tensors.items() if k.startswith("ema.")}
         self.phase, self.step, self.vae_step = meta["phase"], int(meta["step"]), int(meta["vae_step"])
         self.seconds = float(meta.get("seconds", 0))
