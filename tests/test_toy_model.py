@@ -264,3 +264,18 @@ def test_the_direction_probe_sees_a_model_that_knows_the_clip_only_from_its_true
     for row in result["rows"]:
         assert row["x0_error_true"] < 1e-8 and row["x0_error_opposite"] == pytest.approx(0.25, rel=1e-3)
         assert row["true_better"] == 1.0 and row["x0_error_empty"] == pytest.approx(0.25, rel=1e-3)
+
+
+def test_the_timestep_shift_keeps_old_runs_draws_and_moves_steps_to_high_noise():
+    from motionprompt.toy.train import draw_timesteps
+
+    def draws(shift, n=20000):
+        return draw_timesteps(n, 1000, shift, torch.Generator().manual_seed(4))
+
+    # shift 1 draws exactly what the trainer drew before the option existed: a resumed run sees the same data
+    assert torch.equal(draws(1.0, 64), torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(4)))
+    plain, shifted = draws(1.0), draws(3.0)
+    assert int(shifted.min()) >= 0 and int(shifted.max()) <= 999
+    assert abs(float((plain > 700).float().mean()) - 0.30) < 0.02
+    assert abs(float((shifted > 700).float().mean()) - 0.5625) < 0.02  # u > 7/16 under s = 3
+    assert float(shifted.float().median()) > 700 > float(plain.float().median())

@@ -44,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="what the UNet predicts; v_prediction trains on a zero-terminal-SNR schedule (pure noise at "
                    f"the last step, as in sampling); switching on a resume restarts the EMA (default {d.prediction}, "
                    "or the resumed state's)")
+    p.add_argument("--t-shift", type=float, help="timestep shift s (SD3): > 1 trains more often at high noise, "
+                   f"where the caption decides the layout (default {d.t_shift}, or the resumed state's)")
     p.add_argument("--save-every", type=float, default=d.save_every, help="seconds between state saves")
     p.add_argument("--max-minutes", type=float, default=0, help="stop (saved, resumable) after this long; 0 = no limit")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
