@@ -279,3 +279,17 @@ def test_the_timestep_shift_keeps_old_runs_draws_and_moves_steps_to_high_noise()
     assert abs(float((plain > 700).float().mean()) - 0.30) < 0.02
     assert abs(float((shifted > 700).float().mean()) - 0.5625) < 0.02  # u > 7/16 under s = 3
     assert float(shifted.float().median()) > 700 > float(plain.float().median())
+
+
+@pytest.mark.diffusers
+def test_the_text_learning_rate_multiplier_moves_only_the_text_encoder_faster(tmp_path, one_torch_thread):
+    moved = {}
+    for mult in (1.0, 10.0):
+        t = ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=1, batch=2, save_every=1e9, text_lr_mult=mult),
+                       tmp_path / f"s{mult}.safetensors", arch=TINY)
+        start = {k: p.detach().clone() for k, p in t._trainable().items()}
+        assert t.run() == "done"
+        moved[mult] = {part: sum(float((p.detach() - start[k]).abs().sum()) for k, p in t._trainable().items()
+                                 if k.startswith(part)) for part in ("unet.", "text.")}
+    assert moved[10.0]["unet."] == pytest.approx(moved[1.0]["unet."], rel=1e-3)
+    assert moved[10.0]["text."] == pytest.approx(10 * moved[1.0]["text."], rel=0.05)  # Adam's first step ~ lr

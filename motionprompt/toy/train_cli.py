@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "or the resumed state's)")
     p.add_argument("--t-shift", type=float, help="timestep shift s (SD3): > 1 trains more often at high noise, "
                    f"where the caption decides the layout (default {d.t_shift}, or the resumed state's)")
+    p.add_argument("--text-lr-mult", type=float, help="the text encoder's learning rate as a multiple of --lr "
+                   f"(default {d.text_lr_mult}, or the resumed state's)")
     p.add_argument("--save-every", type=float, default=d.save_every, help="seconds between state saves")
     p.add_argument("--max-minutes", type=float, default=0, help="stop (saved, resumable) after this long; 0 = no limit")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
