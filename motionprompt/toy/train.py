@@ -222,17 +222,15 @@ class ToyTrainer:
                 raise ValueError(f"state was trained with {key}={saved.get(key)!r}, not {getattr(self.cfg, key)!r}; "
                                  "resume with the same settings or start a new state file")
         self.notes = json.loads(meta.get("notes", "[]"))
-        for key in LEARN_KEYS:  # e.g. a larger batch on a GPU: the seeds stay f(seed, step, i)
-            if saved.get(key, getattr(ToyTrainConfig, key)) != getattr(self.cfg, key):
-                self.notes.append(f"{key} {saved.get(key, getattr(ToyTrainConfig, key))} -> {getattr(self.cfg, key)} "
-                                  f"at UNet step {meta['step']}")
+        # e.g. a larger batch on a GPU (the seeds stay f(seed, step, i)), or the world a level draws from
+        # changed between versions (toy: centred paths from UNet step 10578)
+        changes = [(key, saved.get(key, getattr(ToyTrainConfig, key)), getattr(self.cfg, key)) for key in LEARN_KEYS]
+        changes.append(("world layout", meta.get("world_layout", "free"), self.spec.layout))
+        for key, old, new in changes:
+            if old != new:
+                self.notes.append(f"{key} {old} -> {new} at UNet step {meta['step']}")
                 self.log(f"note: {self.notes[-1]}")
-        # the world a level draws from may change between versions (toy: centred paths from UNet step 10578)
-        world_changed = meta.get("world_layout", "free") != self.spec.layout
-        if world_changed:
-            self.notes.append(f"world layout {meta.get('world_layout', 'free')} -> {self.spec.layout} "
-                              f"at UNet step {meta['step']}")
-            self.log(f"note: {self.notes[-1]}")
+        world_changed = changes[-1][1] != changes[-1][2]
         arch = ToyArch.from_dict(json.loads(meta["arch"]))
         switched = arch.prediction_type != self.cfg.prediction or world_changed
         arch.prediction_type = self.cfg.prediction
