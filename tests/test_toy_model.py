@@ -285,11 +285,39 @@ def test_the_timestep_shift_keeps_old_runs_draws_and_moves_steps_to_high_noise()
 def test_the_text_learning_rate_multiplier_moves_only_the_text_encoder_faster(tmp_path, one_torch_thread):
     moved = {}
     for mult in (1.0, 10.0):
-        t = ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=1, batch=2, save_every=1e9, text_lr_mult=mult),
-                       tmp_path / f"s{mult}.safetensors", arch=TINY)
+        t = ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=1, batch=2, save_every=1e9, text_lr_mult=mult,
+                                      text_encoder="trained"), tmp_path / f"s{mult}.safetensors", arch=TINY)
         start = {k: p.detach().clone() for k, p in t._trainable().items()}
         assert t.run() == "done"
         moved[mult] = {part: sum(float((p.detach() - start[k]).abs().sum()) for k, p in t._trainable().items()
                                  if k.startswith(part)) for part in ("unet.", "text.")}
     assert moved[10.0]["unet."] == pytest.approx(moved[1.0]["unet."], rel=1e-3)
     assert moved[10.0]["text."] == pytest.approx(10 * moved[1.0]["text."], rel=0.05)  # Adam's first step ~ lr
+
+
+@pytest.mark.diffusers
+def test_a_frozen_text_encoder_keeps_its_seed_initialisation_and_switching_to_it_resets_a_trained_one(
+        tmp_path, one_torch_thread):
+    from motionprompt.toy.train import saved_setting
+
+    def same(a, b):
+        return all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+    fresh = build(TINY, seed=0).text
+    state = tmp_path / "state.safetensors"
+    cfg = {"vae_steps": 1, "vae_batch": 4, "batch": 2, "save_every": 1e9}
+    trained = ToyTrainer(ToyTrainConfig(**cfg, steps=1, text_encoder="trained", text_lr_mult=10.0), state, arch=TINY)
+    assert trained.run() == "done" and not same(trained.parts.text, fresh)
+    frozen = ToyTrainer(ToyTrainConfig(**cfg, steps=3, text_encoder="frozen", text_lr_mult=10.0), state)
+    assert frozen.notes == ["text_encoder trained -> frozen at UNet step 1"] and frozen.ema == {}
+    assert same(frozen.parts.text, fresh) and not any(k.startswith("text.") for k in frozen._trainable())
+    unet_before = {k: v.clone() for k, v in frozen.parts.unet.state_dict().items()}
+    assert frozen.run() == "done" and same(frozen.parts.text, fresh)
+    assert any(not torch.equal(v, unet_before[k]) for k, v in frozen.parts.unet.state_dict().items())
+    shipped = load_model(tmp_path / "toy_model.safetensors").text  # the EMA model carries the frozen encoder
+    assert all(torch.allclose(v, fresh.state_dict()[k].float(), atol=1e-3) for k, v in shipped.state_dict().items())
+    again = ToyTrainer(ToyTrainConfig(**cfg, steps=3, text_encoder="frozen", text_lr_mult=10.0), state)
+    assert again.notes == frozen.notes and again.ema and same(again.parts.text, fresh)  # no second reset
+    # states written before the setting existed trained their encoder; a new state starts frozen
+    assert saved_setting({"lr": 3e-4}, "text_encoder") == "trained" and saved_setting({}, "text_encoder") == "frozen"
+    assert saved_setting({"text_encoder": "frozen"}, "text_encoder") == "frozen"

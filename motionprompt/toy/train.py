@@ -58,6 +58,12 @@ class ToyTrainConfig:
     # word's row at high noise, yet the word's embedding gets a tenth of a colour word's gradient (the tiny
     # encoder routes colour into every later row and the direction into few), so it barely moves at lr
     text_lr_mult: float = 1.0
+    # "trained" learns the text encoder with the UNet; "frozen" keeps it at its random initialisation (seed),
+    # as SD keeps its CLIP fixed. Trained jointly, the tiny encoder collapsed "left" and "right" into one
+    # conditioning (its first layer maps both words to the same large vector: output rows differed by 0.01
+    # of a row norm of 5.5), so no UNet could follow them; a random encoder carries every word into every
+    # later row. Switching to "frozen" on a resume re-initialises the encoder and restarts the EMA.
+    text_encoder: str = "frozen"
     save_every: float = 600.0  # seconds
     device: str = "cpu"
     workers: int = 0  # processes rendering the next steps' clips (0 = in the training loop)
@@ -69,7 +75,15 @@ class ToyTrainConfig:
 #: settings that say how to run, not what is learned: free to change on a resume
 RUNTIME_KEYS = ("device", "workers", "save_every")
 #: what is learned, yet may change on a resume (e.g. a larger batch on a GPU): recorded in the state's notes
-LEARN_KEYS = ("batch", "lr", "x0_floor", "prediction", "t_shift", "text_lr_mult")
+LEARN_KEYS = ("batch", "lr", "x0_floor", "prediction", "t_shift", "text_lr_mult", "text_encoder")
+#: what states written before a learning setting existed were trained with, where the default has changed since
+LEGACY = {"text_encoder": "trained"}
+
+
+def saved_setting(saved: dict, key: str):
+    """A learning setting of a stored config; the default where there is no state (``saved`` empty)."""
+    default = getattr(ToyTrainConfig, key)
+    return saved.get(key, LEGACY.get(key, default)) if saved else default
 
 
 def train_seed(cfg: ToyTrainConfig, step: int, i: int, phase: str) -> int:
@@ -188,7 +202,7 @@ class ToyTrainer:
     # ----------------------------------------------------------------- state
     def _trainable(self) -> dict[str, torch.nn.Parameter]:
         out = {}
-        for prefix in ("unet", "text"):
+        for prefix in ("unet", "text") if self.cfg.text_encoder == "trained" else ("unet",):
             for k, p in getattr(self.parts, prefix).named_parameters():
                 out[f"{prefix}.{k}"] = p
         return out
@@ -224,7 +238,7 @@ class ToyTrainer:
         self.notes = json.loads(meta.get("notes", "[]"))
         # e.g. a larger batch on a GPU (the seeds stay f(seed, step, i)), or the world a level draws from
         # changed between versions (toy: centred paths from UNet step 10578)
-        changes = [(key, saved.get(key, getattr(ToyTrainConfig, key)), getattr(self.cfg, key)) for key in LEARN_KEYS]
+        changes = [(key, saved_setting(saved, key), getattr(self.cfg, key)) for key in LEARN_KEYS]
         changes.append(("world layout", meta.get("world_layout", "free"), self.spec.layout))
         for key, old, new in changes:
             if old != new:
@@ -232,11 +246,15 @@ class ToyTrainer:
                 self.log(f"note: {self.notes[-1]}")
         world_changed = changes[-1][1] != changes[-1][2]
         arch = ToyArch.from_dict(json.loads(meta["arch"]))
-        switched = arch.prediction_type != self.cfg.prediction or world_changed
+        refrozen = saved_setting(saved, "text_encoder") != "frozen" and self.cfg.text_encoder == "frozen"
+        switched = arch.prediction_type != self.cfg.prediction or world_changed or refrozen
         arch.prediction_type = self.cfg.prediction
         self.parts = build(arch, seed=self.cfg.seed)
+        fresh_text = {k: v.clone() for k, v in self.parts.text.state_dict().items()}
         tensors = load_file(str(self.state_path))
         load_tensors(self.parts, tensors, prefix="raw.")
+        if refrozen:  # back to the random initialisation a new state of this seed starts from
+            self.parts.text.load_state_dict(fresh_text)
         # an average over weights of another objective or world would be neither: the EMA starts again here
         self.ema = {} if switched else {k[4:]: v.float() for k, v in tensors.items() if k.startswith("ema.")}
         self.phase, self.step, self.vae_step = meta["phase"], int(meta["step"]), int(meta["vae_step"])
@@ -321,8 +339,10 @@ class ToyTrainer:
         noisy = ab.sqrt() * z + (1 - ab).sqrt() * noise
         goal = target(z, noise, ab, cfg.prediction)
         self.parts.unet.train()
-        self.parts.text.train()
-        cond = self.parts.text(self.parts.caption_ids(caps).to(dev))[0].repeat_interleave(f, dim=0)
+        frozen = cfg.text_encoder == "frozen"
+        self.parts.text.train(not frozen).requires_grad_(not frozen)
+        with torch.set_grad_enabled(not frozen):
+            cond = self.parts.text(self.parts.caption_ids(caps).to(dev))[0].repeat_interleave(f, dim=0)
         pred = self.parts.unet(noisy, t.to(dev), encoder_hidden_states=cond).sample
         weight = loss_weight(ab.flatten(), cfg.x0_floor, cfg.prediction)
         loss = (weight * (pred - goal).pow(2).mean(dim=(1, 2, 3, 4))).mean()
@@ -375,6 +395,7 @@ class ToyTrainer:
             tick(force=True)
         groups = [{"params": [p for k, p in self._trainable().items() if k.startswith(part)], "mult": mult}
                   for part, mult in (("unet.", 1.0), ("text.", self.cfg.text_lr_mult))]
+        groups = [g for g in groups if g["params"]]
         opt = torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=0.01)
         start = self.step
         batches = self._unet_batches()

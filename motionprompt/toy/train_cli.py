@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..cli.stopping import stop_requests
-from .train import LEARN_KEYS, ToyTrainConfig, ToyTrainer
+from .train import LEARN_KEYS, ToyTrainConfig, ToyTrainer, saved_setting
 from .world import LEVELS
 
 
@@ -48,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f"where the caption decides the layout (default {d.t_shift}, or the resumed state's)")
     p.add_argument("--text-lr-mult", type=float, help="the text encoder's learning rate as a multiple of --lr "
                    f"(default {d.text_lr_mult}, or the resumed state's)")
+    p.add_argument("--text-encoder", choices=("trained", "frozen"), help="learn the text encoder with the UNet, or "
+                   "keep it at its random initialisation as SD keeps CLIP fixed (switching to frozen on a resume "
+                   f"re-initialises it and restarts the EMA; default {d.text_encoder}, or the resumed state's)")
     p.add_argument("--save-every", type=float, default=d.save_every, help="seconds between state saves")
     p.add_argument("--max-minutes", type=float, default=0, help="stop (saved, resumable) after this long; 0 = no limit")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
@@ -64,8 +67,7 @@ def run(args) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     saved = saved_config(Path(args.state))  # what a resume keeps unless asked otherwise
-    learn = {k: getattr(args, k) if getattr(args, k) is not None else saved.get(k, getattr(ToyTrainConfig, k))
-             for k in LEARN_KEYS}
+    learn = {k: getattr(args, k) if getattr(args, k) is not None else saved_setting(saved, k) for k in LEARN_KEYS}
     cfg = ToyTrainConfig(level=args.level, seed=args.seed, vae_steps=args.vae_steps, steps=args.steps, **learn,
                          save_every=args.save_every, device=device, workers=args.workers)
     try:
