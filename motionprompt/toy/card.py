@@ -23,7 +23,7 @@ def loss_png(csv_path: Path) -> bytes | None:
         rows = list(csv.DictReader(f))
     fig = Figure(figsize=(6, 2.6), dpi=100)
     axes = fig.subplots(1, 2)
-    for ax, phase, title in ((axes[0], "0", "VAE (L1 + L2 + KL)"), (axes[1], "1", "UNet (min-SNR eps MSE)")):
+    for ax, phase, title in ((axes[0], "0", "VAE (L1 + L2 + KL)"), (axes[1], "1", "UNet (weighted MSE; objective changes in the notes)")):
         pts = [(float(r["step"]), float(r["loss"])) for r in rows if r["phase"].startswith(phase)]
         if not pts:
             continue
@@ -66,6 +66,9 @@ def write_card(folder: Path, meta: dict, arch: dict, gate: dict, captions: list[
         mv, rv = m.get(k), r.get(k)
         return f"| {k} | {'-' if mv is None else format(mv, fmt)} | {'-' if rv is None else format(rv, fmt)} |"
 
+    learn = meta.get("learning") or {}
+    v = arch.get("prediction_type") == "v_prediction"
+    frozen = learn.get("text_encoder") == "frozen"
     lines = [
         "# Toy text-to-video model (MotionPrompt's toy world)", "",
         "A small AnimateDiff-family model trained from scratch on the procedural world of `motionprompt/toy/world.py` "
@@ -79,13 +82,20 @@ def write_card(folder: Path, meta: dict, arch: dict, gate: dict, captions: list[
         f"- AutoencoderKL, channels {arch.get('vae_channels')} (4× down: 8×8×4 latents), latents normalised "
         f"(shift {arch.get('shift_factor', 0):.4f}, scale {arch.get('scaling_factor', 1):.4f})",
         f"- CLIPTextModel, {arch.get('text_layers')} layers × {arch.get('text_width')}, word tokenizer "
-        f"(vocabulary {arch.get('vocab_size')}, chunk {arch.get('max_length')})",
-        "- DDPM linear betas 0.00085–0.012 (AnimateDiff's), epsilon prediction; sampled with DDIM",
+        f"(vocabulary {arch.get('vocab_size')}, chunk {arch.get('max_length')})"
+        + (f", frozen at its random initialisation (seed {meta.get('seed')}), as SD keeps CLIP fixed" if frozen else ""),
+        "- DDPM linear betas 0.00085–0.012 (AnimateDiff's), " + (
+            "v-prediction on those betas rescaled to zero terminal SNR (trailing timesteps: sampling starts from pure "
+            "noise)" if v else "epsilon prediction") + "; sampled with DDIM",
         "", "## Training",
-        f"- VAE {meta.get('vae_steps')} steps, then UNet + text encoder {meta.get('unet_steps')} steps × "
-        f"{meta.get('batch')} clips (clips rendered on the fly from seeds, 10 % caption dropout, min-SNR-5 weighting, "
-        f"AdamW, EMA {meta.get('ema_decay')}), {meta.get('train_seconds', 0) / 3600:.1f} h on 2 CPU cores",
-        f"- recent training loss {meta.get('loss_recent')}" + ("; curve: `loss.png`" if png else ""),
+        f"- VAE {meta.get('vae_steps')} steps, then the UNet{'' if frozen else ' + text encoder'} "
+        f"{meta.get('unet_steps')} steps × {meta.get('batch')} clips (clips rendered on the fly from seeds, 10 % "
+        f"caption dropout, min-SNR-5 weighting, AdamW, EMA {meta.get('ema_decay')}), "
+        f"{meta.get('train_seconds', 0) / 3600:.1f} h on 2 CPU cores",
+        *([f"- final settings: {', '.join(f'{k} {val}' for k, val in learn.items())}"] if learn else []),
+        *([f"- changes during the run: {'; '.join(meta['notes'])}"] if meta.get("notes") else []),
+        f"- recent training loss {meta.get('loss_recent'):.4f}" + ("; curve: `loss.png`" if png else "")
+        if meta.get("loss_recent") is not None else "- recent training loss: -",
         "", f"## Quality gate (plain DDIM {gate['steps']} steps, CFG {gate['cfg_scale']}, {m['clips']} samples, "
         "one per caption, unseen seeds)",
         "| measure | model | real clips |", "|---|---|---|",

@@ -219,8 +219,14 @@ class ToyTrainer:
         }
         save_safetensors(tensors, meta, self.state_path)
         if self.phase == "unet" and self.ema:
-            save_model(self.ema_parts(), self.state_path.with_name("toy_model.safetensors"), self.model_meta())
+            self.export(self.state_path.with_name("toy_model.safetensors"))
         self._write_csv()
+
+    def export(self, path: Path) -> Path:
+        """The EMA model as a toy model file (fp16), with the training record in its metadata."""
+        if self.phase != "unet" or not self.ema:
+            raise ValueError(f"{self.state_path} has no EMA model yet (phase {self.phase}, UNet step {self.step})")
+        return save_model(self.ema_parts(), path, self.model_meta())
 
     def _load(self) -> None:
         from safetensors import safe_open
@@ -285,7 +291,8 @@ class ToyTrainer:
         recent = [h["loss"] for h in self.history[-200:] if h.get("phase") == 1]
         return {"level": self.cfg.level, "unet_steps": self.step, "vae_steps": self.vae_step, "batch": self.cfg.batch,
                 "seed": self.cfg.seed, "train_seconds": round(self.seconds), "ema_decay": EMA_DECAY,
-                "loss_recent": float(np.mean(recent)) if recent else None, "notes": self.notes}
+                "loss_recent": float(np.mean(recent)) if recent else None, "notes": self.notes,
+                "learning": {k: getattr(self.cfg, k) for k in LEARN_KEYS}}
 
     # ----------------------------------------------------------------- phases
     def _clips(self, step: int, n: int, phase: str) -> tuple[list[np.ndarray], list[str]]:

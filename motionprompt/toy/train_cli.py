@@ -51,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-encoder", choices=("trained", "frozen"), help="learn the text encoder with the UNet, or "
                    "keep it at its random initialisation as SD keeps CLIP fixed (switching to frozen on a resume "
                    f"re-initialises it and restarts the EMA; default {d.text_encoder}, or the resumed state's)")
+    p.add_argument("--export", metavar="PATH", help="write the state's EMA model to PATH (e.g. "
+                   "motionprompt/toy/weights/toy_model.safetensors) and exit without training")
     p.add_argument("--save-every", type=float, default=d.save_every, help="seconds between state saves")
     p.add_argument("--max-minutes", type=float, default=0, help="stop (saved, resumable) after this long; 0 = no limit")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
@@ -75,6 +77,13 @@ def run(args) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.export:
+        try:
+            print(f"wrote {trainer.export(Path(args.export))} (UNet step {trainer.step})", file=sys.stderr)
+        except (ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     bars: dict = {}
 
     def progress(phase, step, total, loss):
