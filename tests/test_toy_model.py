@@ -321,3 +321,19 @@ def test_a_frozen_text_encoder_keeps_its_seed_initialisation_and_switching_to_it
     # states written before the setting existed trained their encoder; a new state starts frozen
     assert saved_setting({"lr": 3e-4}, "text_encoder") == "trained" and saved_setting({}, "text_encoder") == "frozen"
     assert saved_setting({"text_encoder": "frozen"}, "text_encoder") == "frozen"
+
+
+@pytest.mark.diffusers
+def test_export_writes_the_states_ema_model_and_refuses_a_state_that_has_none(tmp_path, one_torch_thread):
+    from safetensors.torch import load_file
+
+    state = tmp_path / "state.safetensors"
+    early = ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=0, batch=2, save_every=1e9), state, arch=TINY)
+    with pytest.raises(ValueError, match="no EMA model yet"):
+        early.export(tmp_path / "m.safetensors")
+    ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=1, batch=2, save_every=1e9), state, arch=TINY).run()
+    ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=1, batch=2), state).export(tmp_path / "m.safetensors")
+    a, b = load_file(tmp_path / "m.safetensors"), load_file(tmp_path / "toy_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # what every save writes beside it
+    meta = load_model(tmp_path / "m.safetensors").meta
+    assert meta["unet_steps"] == 1 and meta["learning"]["text_encoder"] == "frozen"
