@@ -53,3 +53,26 @@ def test_the_shipped_discriminators_prefer_each_real_world_clip_to_its_frames_sh
         real = [d_score(c, disc) for c in clips]
         shuffled = [d_score(c[order], disc) for c in clips]
         assert all(r > s for r, s in zip(real, shuffled, strict=True)), (path.name, real, shuffled)
+
+
+@pytest.mark.diffusers
+def test_the_demo_pairs_plain_and_guided_clips_of_the_shipped_model_side_by_side(tmp_path, one_torch_thread):
+    from motionprompt.files.video import load_gif
+    from motionprompt.toy.demo import run_toy_demo
+
+    summary = run_toy_demo(tmp_path, prompts=1, steps=4, log=lambda m: None)
+    assert summary["pairs"] == 1 and set(summary["arms"]) == {"paper"}
+    report = (tmp_path / "report.html").read_text()
+    assert "side_by_side_00.gif" in report and "paper" in report
+    plain, guided = load_gif(tmp_path / "clips" / "00_plain.gif"), load_gif(tmp_path / "clips" / "00_paper.gif")
+    pair = load_gif(tmp_path / "side_by_side_00.gif")
+    assert pair.shape[0] == plain.shape[0] == 16 and pair.shape[1] > 2 * plain.shape[1]  # frames over flow maps
+    assert not np.array_equal(plain, guided)  # the guided clip is its own sample, not a copy
+
+
+def test_the_demo_refuses_a_flag_it_would_ignore():
+    from motionprompt.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--train-steps", "5"])
+    assert exc.value.code == 2

