@@ -1,6 +1,7 @@
 """``evaluate`` end to end on a tiny toy model: arms, pairing by seed, resume, summary and report."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -79,6 +80,14 @@ def test_evaluation_pairs_by_seed_resumes_and_summarises(tmp_path, files, one_to
     assert "d_guide" in format_summary(summary)
     with pytest.raises(ValueError, match="other settings"):
         Evaluation(out, str(model), str(d1), None, arms, n_prompts=1, n_seeds=3, steps=4, cfg_scale=3.0)
+    # weights are the same by content: a copy elsewhere continues the evaluation, a file retrained in place does not
+    copy = shutil.copy(d1, tmp_path / "shipped_d1.safetensors")
+    assert len(Evaluation(out, str(model), str(copy), str(d2), arms, n_prompts=1, n_seeds=3, steps=4,
+                          cfg_scale=3.0).rows) == 6
+    torch.manual_seed(3)
+    save_discriminator(d1, build_discriminator("cnn", width=8, depth=2), FLOW)
+    with pytest.raises(ValueError, match="other settings"):
+        make()
 
 
 def test_summary_of_a_planted_improvement_is_significant_only_where_planted():
