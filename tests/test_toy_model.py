@@ -321,6 +321,8 @@ def test_a_frozen_text_encoder_keeps_its_seed_initialisation_and_switching_to_it
     # states written before the setting existed trained their encoder; a new state starts frozen
     assert saved_setting({"lr": 3e-4}, "text_encoder") == "trained" and saved_setting({}, "text_encoder") == "frozen"
     assert saved_setting({"text_encoder": "frozen"}, "text_encoder") == "frozen"
+    with pytest.raises(ValueError, match="'trained' or 'frozen'"):
+        ToyTrainer(ToyTrainConfig(**cfg, steps=3, text_encoder="fixed"), state)
 
 
 @pytest.mark.diffusers

@@ -183,6 +183,8 @@ def vae_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 class ToyTrainer:
     def __init__(self, cfg: ToyTrainConfig, state_path: Path, arch: ToyArch | None = None, log=print):
         self.cfg, self.state_path, self.log = cfg, Path(state_path), log
+        if cfg.text_encoder not in ("trained", "frozen"):
+            raise ValueError(f"text_encoder must be 'trained' or 'frozen', not {cfg.text_encoder!r}")
         self.spec = LEVELS[cfg.level]
         arch = replace(arch or ToyArch(size=self.spec.size, frames=self.spec.frames), prediction_type=cfg.prediction)
         self.parts = build(arch, seed=cfg.seed)
