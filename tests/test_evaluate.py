@@ -143,3 +143,24 @@ def test_results_tables_show_signed_paired_cells_and_say_when_the_gate_failed():
     assert cells[1].strip() == "2.50"  # time ratio 5 s / 2 s
     assert cells[2].strip().startswith("+0.0500") and "win 1.00" in cells[2]  # d_independent up in every pair
     assert cells[4].strip().startswith("-1.0000")  # warp error down by 1
+
+
+@pytest.mark.diffusers
+def test_an_arms_flow_iterations_guide_its_clips_while_the_metrics_keep_the_discriminators_flow(
+        tmp_path, files, monkeypatch, one_torch_thread):
+    from motionprompt.engine import guidance
+
+    model, d1, d2 = files
+    seen = []
+
+    class Spy(guidance.MotionGuide):
+        def __init__(self, cfg, host, flow, disc):
+            seen.append((cfg.flow.iters, flow.settings.iters))
+            super().__init__(cfg, host, flow, disc)
+
+    monkeypatch.setattr(guidance, "MotionGuide", Spy)
+    arms = [Arm.parse(a) for a in ("same=paper:inner_iters=1,window_start=0.0,window_end=0.3",
+                                   "it5=paper:inner_iters=1,window_start=0.0,window_end=0.3,flow.iters=5")]
+    ev = Evaluation(tmp_path / "ev", str(model), str(d1), str(d2), arms, n_prompts=1, n_seeds=1, steps=3, cfg_scale=3.0)
+    ev.run()
+    assert seen == [(FLOW.iters, FLOW.iters), (5, 5)]  # was: every arm guided by the D's own flow (iters 2)

@@ -214,7 +214,8 @@ class Evaluation:
         vm = parts.video_model()
         discs = {"d_guide": load_discriminator(self.disc_path),
                  "d_independent": load_discriminator(self.indep_path) if self.indep_path else None}
-        flows = {k: build_flow(d.flow) for k, d in discs.items() if d is not None}
+        flows = {k: build_flow(d.flow) for k, d in discs.items() if d is not None}  # the metrics' flows
+        guide_flows: dict = {}  # an arm's own flow settings (e.g. flow.iters=3) guide its clips
         configs = {a.name: a.config(discs["d_guide"]) for a in self.arms}
         work = eval_pairs(self.n_prompts, self.n_seeds)
         done = {(r["prompt"], r["seed"], r["arm"]) for r in self.rows}
@@ -237,7 +238,10 @@ class Evaluation:
                 guide = None
                 if cfg is not None:
                     torch.manual_seed(0)
-                    guide = MotionGuide(cfg, host, flows["d_guide"], discs["d_guide"])
+                    key = repr(cfg.flow)
+                    if key not in guide_flows:
+                        guide_flows[key] = build_flow(cfg.flow)
+                    guide = MotionGuide(cfg, host, guide_flows[key], discs["d_guide"])
                 res = sample(host, guide, steps=self.steps, cfg_scale=self.cfg_scale, seed=seed, num_frames=frames,
                              height=size, width=size)
                 clip = res.frames.numpy()
