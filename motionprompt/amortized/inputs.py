@@ -28,10 +28,10 @@ def load_video_model(spec: str, frames: int = 16, size: int = 64, device: str = 
     from ..hosts.diffusers.models import load_model, tiny_model
 
     if spec == "toy" or spec.endswith(".safetensors"):
-        from ..toy.model import SHIPPED
         from ..toy.model import load_model as load_toy
+        from ..toy.model import model_file
 
-        path = SHIPPED if spec == "toy" else Path(spec)
+        path = model_file(spec)
         parts = load_toy(path, device)
         info = {"kind": "toy", "file": path.name, "sha256": token_file.file_sha256(path),
                 "unet_steps": parts.meta.get("unet_steps")}

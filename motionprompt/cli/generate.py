@@ -127,10 +127,10 @@ def run_generate(args, wrap_guide=None) -> dict:
     notes = []
     default_side, default_prompt = 64, "a white fox running on a rock, snow"
     if args.model == "toy" or args.model.endswith(".safetensors"):
-        from ..toy.model import SHIPPED
         from ..toy.model import load_model as load_toy
+        from ..toy.model import model_file
 
-        parts = load_toy(SHIPPED if args.model == "toy" else args.model, args.device)
+        parts = load_toy(model_file(args.model), args.device)
         model, default_side, default_prompt = parts.video_model(), parts.arch.size, "a red circle moving right slowly"
         notes.append(f"toy-world model ({parts.meta.get('unet_steps', '?')} training steps): it knows only captions "
                      "of its world (python -m motionprompt toy-check)")

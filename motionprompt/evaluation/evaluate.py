@@ -144,7 +144,7 @@ def summarize(rows: list[dict], arms: list[str], real_features: list | None = No
     return json_safe(summary)
 
 
-def _token_hash(path) -> str | None:
+def _sha256(path) -> str | None:
     from ..amortized.token_file import file_sha256
 
     try:
@@ -177,17 +177,17 @@ class Evaluation:
     def setup(self) -> dict:
         """What makes two evaluations the same: weights by content (a copy elsewhere is the same evaluation, a
         file retrained in place is another one), arms, sizes and sampler settings."""
-        from ..toy.model import SHIPPED
+        from ..toy.model import model_file
 
-        def weights(path) -> str:
-            path = SHIPPED if path == "toy" else path
-            return f"sha256:{_token_hash(path)}" if path is not None and Path(path).is_file() else str(path)
+        def weights(spec) -> str:
+            path = None if spec is None else model_file(spec)
+            return f"sha256:{_sha256(path)}" if path is not None and path.is_file() else str(spec)
 
         out = {"model": weights(self.model_path), "disc": weights(self.disc_path),
                "independent": weights(self.indep_path),
                "arms": [dataclasses.asdict(a) for a in self.arms], "prompts": self.n_prompts,
                "seeds": self.n_seeds, "steps": self.steps, "cfg_scale": self.cfg_scale}
-        tokens = {a.name: _token_hash(a.overrides["token"]) for a in self.arms if a.overrides.get("token")}
+        tokens = {a.name: _sha256(a.overrides["token"]) for a in self.arms if a.overrides.get("token")}
         if tokens:  # a retrained token under the same path is another evaluation
             out["tokens"] = tokens
         return out
@@ -206,11 +206,11 @@ class Evaluation:
         from ..flow.registry import build_flow
         from ..hosts.diffusers.host import DiffusersVideoHost
         from ..hosts.diffusers.sampler import sample
-        from ..toy.model import SHIPPED, load_model
+        from ..toy.model import load_model, model_file
         from ..toy.protocol import eval_pairs, seeds
         from ..toy.sample import real_clip
 
-        parts = load_model(SHIPPED if self.model_path == "toy" else self.model_path)
+        parts = load_model(model_file(self.model_path))
         vm = parts.video_model()
         discs = {"d_guide": load_discriminator(self.disc_path),
                  "d_independent": load_discriminator(self.indep_path) if self.indep_path else None}

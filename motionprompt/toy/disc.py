@@ -39,11 +39,11 @@ def _complete(folder: Path, frames: int) -> bool:
 def write_role_data(model_path: str, role: str, out: Path, per_prompt: int, steps: int, cfg_scale: float,
                     log=print) -> tuple[Path, Path]:
     """Real and generated clips of one role, resumable (complete clip folders are kept)."""
-    from .model import SHIPPED, load_model
+    from .model import load_model, model_file
     from .sample import real_clip, sample_many
 
     prompts = caption_split()[role]
-    parts = load_model(SHIPPED if model_path == "toy" else model_path)
+    parts = load_model(model_file(model_path))
     size, frames = parts.arch.size, parts.arch.frames
     real_dir, fake_dir = out / role / "real", out / role / "fake"
     jobs = [(p, k) for p in prompts for k in range(per_prompt)]

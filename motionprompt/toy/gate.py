@@ -54,10 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from ..files.video import save_gif
-    from .model import SHIPPED, ToyModelError, load_model
+    from .model import ToyModelError, load_model, model_file
 
     try:
-        parts = load_model(SHIPPED if args.model == "toy" else args.model)
+        parts = load_model(model_file(args.model))
     except ToyModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -85,13 +85,13 @@ def run(args) -> int:
     if args.card:
         from .card import write_card
 
-        model_file = SHIPPED if args.model == "toy" else Path(args.model)
+        weights_file = model_file(args.model)
         from .card import reference_stats
 
-        write_card(model_file.parent, parts.meta, parts.arch.to_dict(), result, [caps[i] for i in picks],
+        write_card(weights_file.parent, parts.meta, parts.arch.to_dict(), result, [caps[i] for i in picks],
                    [clips[i] for i in picks], Path(args.train_log) if args.train_log else None)
-        write_json(model_file.parent / "reference_stats.json", reference_stats(parts), indent=1)
-        write_json(model_file.parent / "gate.json", result, indent=1)
+        write_json(weights_file.parent / "reference_stats.json", reference_stats(parts), indent=1)
+        write_json(weights_file.parent / "gate.json", result, indent=1)
     m, r = result["model"], result["real"]
     print(f"{m['clips']} plain samples: object visible in {m['visible_frames']:.1%} of frames (gate 95%), "
           f"prompted direction in {m['direction_ok']:.1%} of clips (gate 80%) -> {'PASS' if result['passed'] else 'FAIL'}")

@@ -141,6 +141,11 @@ def save_model(parts: ToyParts, path: str | os.PathLike, meta: dict | None = Non
     return save_safetensors(state_tensors(parts, dtype), metadata, path)
 
 
+def model_file(spec: str | os.PathLike) -> Path:
+    """``"toy"`` (the CLI's name for the shipped model) or a path -> the weights file."""
+    return SHIPPED if spec == "toy" else Path(spec)
+
+
 class ToyModelError(ValueError):
     pass
 

@@ -116,14 +116,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from ..files.atomic import write_json, write_text
     from .gate import check
-    from .model import SHIPPED, ToyModelError, load_model
+    from .model import ToyModelError, load_model, model_file
 
     def log(m):
         print(m, file=sys.stderr, flush=True)
 
     out = Path(args.out)
     try:
-        parts = load_model(SHIPPED if args.model == "toy" else args.model)
+        parts = load_model(model_file(args.model))
     except ToyModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -78,6 +78,7 @@ RUNTIME_KEYS = ("device", "workers", "save_every")
 LEARN_KEYS = ("batch", "lr", "x0_floor", "prediction", "t_shift", "text_lr_mult", "text_encoder")
 #: what states written before a learning setting existed were trained with, where the default has changed since
 LEGACY = {"text_encoder": "trained"}
+TEXT_ENCODERS = ("trained", "frozen")
 
 
 def saved_setting(saved: dict, key: str):
@@ -183,7 +184,7 @@ def vae_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 class ToyTrainer:
     def __init__(self, cfg: ToyTrainConfig, state_path: Path, arch: ToyArch | None = None, log=print):
         self.cfg, self.state_path, self.log = cfg, Path(state_path), log
-        if cfg.text_encoder not in ("trained", "frozen"):
+        if cfg.text_encoder not in TEXT_ENCODERS:
             raise ValueError(f"text_encoder must be 'trained' or 'frozen', not {cfg.text_encoder!r}")
         self.spec = LEVELS[cfg.level]
         arch = replace(arch or ToyArch(size=self.spec.size, frames=self.spec.frames), prediction_type=cfg.prediction)
@@ -246,22 +247,22 @@ class ToyTrainer:
         self.notes = json.loads(meta.get("notes", "[]"))
         # e.g. a larger batch on a GPU (the seeds stay f(seed, step, i)), or the world a level draws from
         # changed between versions (toy: centred paths from UNet step 10578)
-        changes = [(key, saved_setting(saved, key), getattr(self.cfg, key)) for key in LEARN_KEYS]
-        changes.append(("world layout", meta.get("world_layout", "free"), self.spec.layout))
-        for key, old, new in changes:
-            if old != new:
-                self.notes.append(f"{key} {old} -> {new} at UNet step {meta['step']}")
-                self.log(f"note: {self.notes[-1]}")
-        world_changed = changes[-1][1] != changes[-1][2]
+        changes = {key: (saved_setting(saved, key), getattr(self.cfg, key)) for key in LEARN_KEYS}
+        changes["world layout"] = (meta.get("world_layout", "free"), self.spec.layout)
+        changes = {key: pair for key, pair in changes.items() if pair[0] != pair[1]}
+        for key, (old, new) in changes.items():
+            self.notes.append(f"{key} {old} -> {new} at UNet step {meta['step']}")
+            self.log(f"note: {self.notes[-1]}")
         arch = ToyArch.from_dict(json.loads(meta["arch"]))
-        refrozen = saved_setting(saved, "text_encoder") != "frozen" and self.cfg.text_encoder == "frozen"
-        switched = arch.prediction_type != self.cfg.prediction or world_changed or refrozen
+        refrozen = changes.get("text_encoder", (None, None))[1] == "frozen"
+        switched = arch.prediction_type != self.cfg.prediction or "world layout" in changes or refrozen
         arch.prediction_type = self.cfg.prediction
         self.parts = build(arch, seed=self.cfg.seed)
-        fresh_text = {k: v.clone() for k, v in self.parts.text.state_dict().items()}
+        # back to the random initialisation a new state of this seed starts from
+        fresh_text = {k: v.clone() for k, v in self.parts.text.state_dict().items()} if refrozen else None
         tensors = load_file(str(self.state_path))
         load_tensors(self.parts, tensors, prefix="raw.")
-        if refrozen:  # back to the random initialisation a new state of this seed starts from
+        if fresh_text is not None:
             self.parts.text.load_state_dict(fresh_text)
         # an average over weights of another objective or world would be neither: the EMA starts again here
         self.ema = {} if switched else {k[4:]: v.float() for k, v in tensors.items() if k.startswith("ema.")}

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..cli.stopping import stop_requests
-from .train import LEARN_KEYS, ToyTrainConfig, ToyTrainer, saved_setting
+from .train import LEARN_KEYS, TEXT_ENCODERS, ToyTrainConfig, ToyTrainer, saved_setting
 from .world import LEVELS
 
 
@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f"where the caption decides the layout (default {d.t_shift}, or the resumed state's)")
     p.add_argument("--text-lr-mult", type=float, help="the text encoder's learning rate as a multiple of --lr "
                    f"(default {d.text_lr_mult}, or the resumed state's)")
-    p.add_argument("--text-encoder", choices=("trained", "frozen"), help="learn the text encoder with the UNet, or "
+    p.add_argument("--text-encoder", choices=TEXT_ENCODERS, help="learn the text encoder with the UNet, or "
                    "keep it at its random initialisation as SD keeps CLIP fixed (switching to frozen on a resume "
                    f"re-initialises it and restarts the EMA; default {d.text_encoder}, or the resumed state's)")
     p.add_argument("--export", metavar="PATH", help="write the state's EMA model to PATH (e.g. "
