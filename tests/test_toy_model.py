@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from motionprompt.hosts.diffusers.host import DiffusersVideoHost
@@ -206,7 +207,8 @@ def test_the_weighted_output_error_is_the_min_snr_weighted_error_of_the_x0_the_s
 def test_switching_to_v_prediction_on_resume_is_recorded_restarts_the_ema_and_ships_a_zero_snr_model(
         tmp_path, one_torch_thread):
     state = tmp_path / "state.safetensors"
-    ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=1, batch=2, save_every=1e9), state, arch=TINY).run()
+    ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=1, batch=2, save_every=1e9, prediction="epsilon"), state,
+               arch=TINY).run()
     assert TINY.prediction_type == "epsilon"  # the caller's arch is not changed
     v = ToyTrainer(ToyTrainConfig(vae_steps=1, vae_batch=4, steps=3, batch=2, save_every=1e9,
                                   prediction="v_prediction"), state)
@@ -323,6 +325,19 @@ def test_a_frozen_text_encoder_keeps_its_seed_initialisation_and_switching_to_it
     assert saved_setting({"text_encoder": "frozen"}, "text_encoder") == "frozen"
     with pytest.raises(ValueError, match="'trained' or 'frozen'"):
         ToyTrainer(ToyTrainConfig(**cfg, steps=3, text_encoder="fixed"), state)
+
+
+def test_a_new_run_trains_with_the_shipped_models_final_recipe_and_an_old_state_keeps_what_it_had():
+    """The shipped model changed its recipe on the way (its notes); a new run starts on the last one."""
+    from motionprompt.toy.model import SHIPPED
+    from motionprompt.toy.train import LEARN_KEYS, LEGACY, saved_setting
+
+    with safe_open(str(SHIPPED), "pt") as f:
+        shipped = json.loads(f.metadata()["meta"])
+    assert {k: getattr(ToyTrainConfig, k) for k in LEARN_KEYS} == shipped["learning"]
+    for key, old in LEGACY.items():  # a state from before the key existed resumes on what it was trained with
+        assert saved_setting({"lr": 3e-4}, key) == old != saved_setting({}, key)
+        assert any(n.startswith(f"{key} {old} -> ") for n in shipped["notes"])  # and that is what the run had
 
 
 @pytest.mark.diffusers

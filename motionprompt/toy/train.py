@@ -46,18 +46,18 @@ class ToyTrainConfig:
     caption_dropout: float = 0.1
     # weight of the clean-clip error at low SNR, where the clip's layout and direction are decided: min-SNR
     # alone gives it ~SNR (0.005-0.1 above t=600), so the caption's direction barely moved the loss; 0 = off
-    x0_floor: float = 0.0
+    x0_floor: float = 1.0
     # "v_prediction" trains on a zero-terminal-SNR schedule: the last step is pure noise in training as in
     # sampling, so what a clip looks like from noise alone (layout, direction) must come from the caption
-    prediction: str = "epsilon"
+    prediction: str = "v_prediction"
     # SD3's timestep shift: t = 999 * s*u / (1 + (s-1)*u), u uniform. s > 1 trains more often at high noise,
     # the only place a caption's layout words matter (below t ~ 700 the noisy clip already shows where the
     # object is); s = 3 puts 56 % of the steps above t = 700 instead of 30 %
-    t_shift: float = 1.0
+    t_shift: float = 3.0
     # the text encoder's learning rate as a multiple of ``lr``: the UNet's loss depends most on the direction
     # word's row at high noise, yet the word's embedding gets a tenth of a colour word's gradient (the tiny
     # encoder routes colour into every later row and the direction into few), so it barely moves at lr
-    text_lr_mult: float = 1.0
+    text_lr_mult: float = 10.0
     # "trained" learns the text encoder with the UNet; "frozen" keeps it at its random initialisation (seed),
     # as SD keeps its CLIP fixed. Trained jointly, the tiny encoder collapsed "left" and "right" into one
     # conditioning (its first layer maps both words to the same large vector: output rows differed by 0.01
@@ -77,7 +77,8 @@ RUNTIME_KEYS = ("device", "workers", "save_every")
 #: what is learned, yet may change on a resume (e.g. a larger batch on a GPU): recorded in the state's notes
 LEARN_KEYS = ("batch", "lr", "x0_floor", "prediction", "t_shift", "text_lr_mult", "text_encoder")
 #: what states written before a learning setting existed were trained with, where the default has changed since
-LEGACY = {"text_encoder": "trained"}
+#: (the defaults are now the shipped model's final recipe, so a new run trains it from the first step)
+LEGACY = {"x0_floor": 0.0, "prediction": "epsilon", "t_shift": 1.0, "text_lr_mult": 1.0, "text_encoder": "trained"}
 TEXT_ENCODERS = ("trained", "frozen")
 
 
