@@ -290,11 +290,14 @@ def test_a_rank_killed_while_writing_a_flow_shard_leaves_no_half_written_shard(r
     for p in shards:  # every shard under its final name is complete
         with safe_open(str(p), "pt") as f:
             assert f.metadata()["format"] == "motionprompt.flowshard" and f.get_tensor("flow").numel() > 0
+    # the cut-off write never got a shard's name; rank 0, terminated when rank 1 died, may have been cut off
+    # mid-write too (where the signal lands is timing): its leftover is a .tmp as well, never a shard
     orphans = list(cache.glob(".*.tmp"))
-    assert [p.read_bytes() for p in orphans] == [b"half a shard"]  # the cut-off write never got a shard's name
+    assert b"half a shard" in [p.read_bytes() for p in orphans] and len(orphans) <= 2
     assert not (tmp_path / "out").exists()  # no training started, no run file
     old = time.time() - 2 * 3600
-    os.utime(orphans[0], (old, old))
+    for p in orphans:
+        os.utime(p, (old, old))
     r = train_discriminator(cfg)  # one process finishes what two started
     assert r.cache["computed"] == JOBS - len(shards) and r.cache["reused"] == len(shards)
     assert not list(cache.glob(".*.tmp"))  # the dead rank's orphan was swept
