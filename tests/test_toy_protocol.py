@@ -83,6 +83,9 @@ def test_demo_side_by_side_shows_frames_on_top_and_flow_colours_of_the_motion_be
     right = real_clip("a blue square moving right quickly", 1)
     left = real_clip("a blue square moving left quickly", 2)
     out = side_by_side(right, left, zoom=4)
+    three = side_by_side(right, left, right, zoom=4)  # any number of columns, one flow scale
+    assert three.shape == (16, 2 * 128 + 8, 3 * 128 + 2 * 8, 3)
+    np.testing.assert_array_equal(three[:, :, 272:], out[:, :, :128])
     assert out.shape == (16, 2 * 128 + 8, 2 * 128 + 8, 3)
     np.testing.assert_array_equal(out[3, :128, :128], np.kron(right[3], np.ones((4, 4, 1), np.uint8)))
     flow_r, flow_l = out[5, 136:, :128].astype(int), out[5, 136:, 136:].astype(int)

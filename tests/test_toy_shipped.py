@@ -1,6 +1,7 @@
 """The shipped toy model and discriminators (``motionprompt/toy/weights``): they load through the production
 loaders and reproduce what is documented beside them (MODEL_CARD.md, gate.json, reference_stats.json)."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -56,18 +57,30 @@ def test_the_shipped_discriminators_prefer_each_real_world_clip_to_its_frames_sh
 
 
 @pytest.mark.diffusers
-def test_the_demo_pairs_plain_and_guided_clips_of_the_shipped_model_side_by_side(tmp_path, one_torch_thread):
+def test_the_demo_shows_plain_the_amortized_token_and_per_sample_guidance_of_the_shipped_model(tmp_path,
+                                                                                               one_torch_thread):
     from motionprompt.files.video import load_gif
-    from motionprompt.toy.demo import run_toy_demo
+    from motionprompt.toy.demo import MOTION_TOKEN, run_toy_demo
 
     summary = run_toy_demo(tmp_path, prompts=1, steps=4, log=lambda m: None)
-    assert summary["pairs"] == 1 and set(summary["arms"]) == {"paper"}
+    assert summary["pairs"] == 1 and set(summary["arms"]) == {"amortized", "paper"}
+    arms = summary["arms"]  # the shipped token as it is (no update, drift 0) vs the per-sample optimization
+    assert arms["amortized"]["token_drift_mean"] == 0 and arms["paper"]["token_drift_mean"] > 0
+    setup = json.loads((tmp_path / "samples.json").read_text())["setup"]
+    assert setup["tokens"] == {"amortized": hashlib.sha256(MOTION_TOKEN.read_bytes()).hexdigest()}
     report = (tmp_path / "report.html").read_text()
-    assert "side_by_side_00.gif" in report and "paper" in report
-    plain, guided = load_gif(tmp_path / "clips" / "00_plain.gif"), load_gif(tmp_path / "clips" / "00_paper.gif")
-    pair = load_gif(tmp_path / "side_by_side_00.gif")
-    assert pair.shape[0] == plain.shape[0] == 16 and pair.shape[1] > 2 * plain.shape[1]  # frames over flow maps
-    assert not np.array_equal(plain, guided)  # the guided clip is its own sample, not a copy
+    assert "side_by_side_00.gif" in report and "amortized" in report and "paper" in report
+    clips = {k: load_gif(tmp_path / "clips" / f"00_{k}.gif") for k in ("plain", "amortized", "paper")}
+    three = load_gif(tmp_path / "side_by_side_00.gif")
+    h, w = clips["plain"].shape[1:3]
+    assert three.shape[0] == 16 and three.shape[1] > 2 * 4 * h and three.shape[2] > 3 * 4 * w  # 3 columns, flow below
+    names = ("plain", "amortized", "paper")
+    for col, k in enumerate(names):  # each column is its arm's clip, in that order (up to the GIF palette)
+        shown = three[:, : 4 * h, col * (4 * w + 8) :][:, :, : 4 * w].astype(float)
+        off = {n: np.abs(shown - np.kron(clips[n], np.ones((1, 4, 4, 1)))).mean() for n in names}
+        assert off[k] < 1.0 and off[k] == min(off.values()), (k, off)
+    assert not np.array_equal(clips["plain"], clips["amortized"])  # the token changes the sample
+    assert not np.array_equal(clips["plain"], clips["paper"])
 
 
 def test_the_demo_refuses_a_flag_it_would_ignore():
