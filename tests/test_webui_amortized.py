@@ -8,7 +8,7 @@ import torch
 from motionprompt.amortized.token_file import load_token, save_token
 
 from .webui_double.model import DIM
-from .webui_host import WebUI, install_double, save_disc
+from .webui_host import WebUI, install_double, save_disc, small_forge_gpu
 
 AD = {"enable": True, "video_length": 8, "batch_size": 8}
 NAME = "mp_walk"
@@ -206,3 +206,66 @@ def _fake_xyz_module():
 
     return types.SimpleNamespace(axis_options=[], AxisOption=AxisOption,
                                  boolean_choice=lambda reverse=False: lambda: ["True", "False"])
+
+
+# ---------------------------------------------------------------------------------------------- Forge
+@pytest.fixture
+def forge_embeddings(tmp_path):
+    """The Forge double (early-2024 Forge + AnimateDiff forge/master) and the token file in its embeddings folder;
+    the A1111 double back afterwards."""
+
+    def make(order=("animatediff", "motionprompt")):
+        ui = WebUI(tmp_path / "-".join(order), order=order, flavour="forge")
+        from modules import shared
+
+        folder = tmp_path / "embeddings"
+        if not folder.is_dir():
+            torch.manual_seed(7)
+            save_token(folder / f"{NAME}.safetensors", torch.randn(1, DIM), {"init_word": "authentic"})
+        shared.cmd_opts.embeddings_dir = str(folder)
+        return ui, folder
+
+    yield make
+    install_double("a1111")
+
+
+@pytest.mark.parametrize("order", [("animatediff", "motionprompt"), ("motionprompt", "animatediff")])
+@pytest.mark.parametrize("travel", [False, True])
+def test_amortized_mode_on_forge_is_the_typed_embedding(monkeypatch, forge_embeddings, order, travel):
+    """Early-2024 Forge: mode amortized gives the video of the token's name typed at the end of the prompt (Forge's
+    CLIP wrapper reads the same embedding database), with prompt travel, in either callback order; no UNet call
+    with gradients."""
+    ui, folder = forge_embeddings(order)
+    forge_ad = {"enable": True, "video_length": 8, "batch_size": 8}
+    prompt = "a fox\n0: running\n4: jumping\nsnow" if travel else "a white fox running"
+    typed = "a fox\n0: running\n4: jumping\nsnow " + NAME if travel else f"a white fox running {NAME}"
+    calls = _spy_unet(monkeypatch, ui)
+    p, amortized = ui.generate(AMORTIZED, forge_ad, prompt=prompt)
+    assert not ui.errors, ui.errors
+    text = p.extra_generation_params["MotionPrompt result"]
+    assert text.startswith(f"amortized token {NAME} (1 vector(s))"), text
+    assert calls and not any(calls)
+    _p, plain = ui.generate({"enabled": False}, forge_ad, prompt=prompt)
+    _typed_embeddings(monkeypatch, ui, folder)
+    _p, by_name = ui.generate({"enabled": False}, forge_ad, prompt=typed)
+    assert not torch.allclose(amortized.samples, plain.samples, atol=1e-4)
+    torch.testing.assert_close(amortized.samples, by_name.samples, atol=1e-5, rtol=1e-5)
+
+
+def test_amortized_mode_on_a_small_forge_gpu_loads_clip_then_the_sampling_models(monkeypatch, forge_embeddings):
+    """A simulated device too small for the UNet and the CLIP together (``webui_host.small_forge_gpu``): encoding
+    the token at the first step evicts sampling weights, which are loaded again before the UNet runs; the video
+    is still the typed name's, and plain jobs before and after are bit-identical."""
+    ui, folder = forge_embeddings()
+    small_forge_gpu(ui)
+    forge_ad = {"enable": True, "video_length": 8, "batch_size": 8}
+    _p, before = ui.generate({"enabled": False}, forge_ad)
+    p, amortized = ui.generate(AMORTIZED, forge_ad)
+    assert not ui.errors, ui.errors
+    assert p.extra_generation_params["MotionPrompt result"].startswith(f"amortized token {NAME}"), p.extra_generation_params
+    _p, after = ui.generate({"enabled": False}, forge_ad)
+    assert torch.equal(before.samples, after.samples)
+    assert not torch.allclose(amortized.samples, before.samples, atol=1e-4)
+    _typed_embeddings(monkeypatch, ui, folder)
+    _p, by_name = ui.generate({"enabled": False}, forge_ad, prompt=f"a white fox running {NAME}")
+    torch.testing.assert_close(amortized.samples, by_name.samples, atol=1e-5, rtol=1e-5)

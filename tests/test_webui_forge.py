@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .webui_host import WebUI, install_double, save_disc
+from .webui_host import WebUI, install_double, save_disc, small_forge_gpu
 
 AD = {"enable": True, "video_length": 8, "batch_size": 8}  # context batch = video length, as Forge needs
 MP = {"enabled": True, "discriminator": "disc.safetensors", "inner_iters": 2, "window_start": 0.25,
@@ -212,6 +212,23 @@ def test_weights_moved_inside_inference_mode_are_rematerialised_without_changing
     p, _ = forge.generate(MP, AD)
     assert _result(p).startswith("4 steps x 2 it"), _result(p)
     assert all(w.grad is None for w in _weights(forge))
+
+
+def test_a_guided_job_on_a_small_gpu_gets_the_sampling_models_back_after_each_text_encode(forge):
+    """With a device too small for the UNet and the CLIP together, encoding the tokens (at the first step, where the
+    init tokens are encoded, and in every inner iteration) pushes sampling weights out; the UNet must be loaded again
+    before anything runs it, ours or Forge's next step (the first step did not: Forge's UNet call then failed)."""
+    from ldm_patched.modules import model_management
+
+    small_forge_gpu(forge)
+    _p, before = forge.generate({"enabled": False}, AD)
+    loaded = {type(m.model.model).__name__: m.model_memory() for m in model_management.current_loaded_models}
+    assert sum(loaded.values()) <= model_management.vram_bytes and "ClipModel" not in loaded  # evicted for sampling
+    p, guided = forge.generate(MP, AD)
+    assert not forge.errors, forge.errors
+    assert _result(p).startswith("4 steps x 2 it"), _result(p)
+    _p, after = forge.generate({"enabled": False}, AD)
+    assert torch.equal(before.samples, after.samples) and not torch.allclose(guided.samples, before.samples)
 
 
 def test_lora_patched_weights_are_inference_tensors_even_on_cpu(forge):

@@ -54,6 +54,7 @@ class WebUI:
 
             model_management.current_loaded_models.clear()
             model_management.simulate_device_move = False
+            model_management.vram_bytes = None
             model_management.moves.clear()
         else:
             from .webui_double import animatediff as ad
@@ -145,3 +146,14 @@ def save_disc(models_path: Path, name="disc.safetensors", backend="lk_pyramid", 
     torch.manual_seed(0)
     return save_discriminator(Path(models_path) / "MotionPrompt" / name, build_discriminator("cnn", width=8, depth=3),
                               FlowSettings(backend, size, 2))
+
+
+def small_forge_gpu(ui) -> None:
+    """A simulated device that holds the UNet, motion module and VAE but not the UNet and the CLIP together: every
+    text encode evicts sampling weights (Forge's free_memory), as on a card with little room beside SD1.5 + AnimateDiff."""
+    from ldm_patched.modules import model_management
+
+    o = ui.sd_model.forge_objects
+    model_management.simulate_device_move = True
+    model_management.vram_bytes = o.unet.model_size() + o.clip.patcher.model_size() // 2
+    model_management.unload_all_models()

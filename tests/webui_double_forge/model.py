@@ -45,6 +45,7 @@ class ForgeToySDModel(nn.Module):
             tok = WordTokenizer()
             transformer = ToyTransformer(tok.vocab + 2).requires_grad_(False)
             clip = CLIP(ClipModel(transformer))
+            transformer.register_forward_pre_hook(lambda m, a, c=clip: model_management.check_loaded(c.cond_stage_model))
             emb = transformer.text_model.embeddings
             emb.token_embedding = sd_hijack.EmbeddingsWithFixes(emb.token_embedding, sd_hijack.model_hijack)
             self.cond_stage_model = CLIP_SD_15_L(SimpleNamespace(tokenizer=tok, transformer=transformer),

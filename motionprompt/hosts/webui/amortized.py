@@ -4,7 +4,9 @@ from the file: ``MotionPromptArgs.engine_config``).
 
 The token enters exactly where guidance puts its tokens and where textual inversion puts an embedding: as
 a ``PromptChunkFix`` right after the prompt, through CLIP (``tokens.InputLevelEncoder``), so the conditioning
-is the one the WebUI builds when the token's name is typed at the end of the prompt. It is written into the
+is the one the WebUI builds when the token's name is typed at the end of the prompt. On early-2024 Forge and
+reForge the CLIP is loaded through Forge's memory manager for that, as Forge's own encode does, and the
+sampling models again afterwards (``forge.ForgePath``). It is written into the
 CFG callback's ``text_cond`` at every step, cooperating with AnimateDiff in either callback order
 (``injection.CondInjection``).
 
@@ -19,7 +21,7 @@ import logging
 import torch
 
 from ...amortized.token_file import TokenFile, TokenFileError, load_token
-from . import animatediff, embeddings
+from . import animatediff, embeddings, flavour
 from . import run as runs
 from .args import INFOTEXT_KEY, MotionPromptArgs
 from .injection import CondInjection
@@ -36,8 +38,9 @@ class AmortizedUnavailable(Exception):
 
 def host_problem(p) -> str | None:
     sd_model = p.sd_model
-    if hasattr(sd_model, "forge_objects"):
-        return "the amortized mode is not wired to Forge yet; type the token's name in the prompt instead"
+    family = flavour.kind(sd_model)
+    if flavour.problem(family):  # Forge 2 / an unknown Forge: the Forge path below does not hold there
+        return f"{flavour.problem(family)}; type the token's name in the prompt instead"
     if getattr(sd_model, "is_sdxl", False) or getattr(sd_model, "is_sdxl_inpaint", False):
         return "SDXL models are not supported (tokens are trained for one text encoder)"
     from modules import script_callbacks
@@ -195,8 +198,9 @@ class AmortizedRun:
             raise AmortizedUnavailable(str(exc)) from exc
         except RuntimeError as exc:  # the input level does not reproduce the prompt (prompt editing, ...)
             raise AmortizedUnavailable(str(exc)) from exc
-        with torch.no_grad():
-            self._rows = encoder.encode(self.token.vectors.to(devices.device)).detach()
+        path = runs.sampling_path(self.p.sd_model)  # on Forge: CLIP loaded first, sampling models again after
+        with path.step(params), torch.no_grad():
+            self._rows = path.host(self.p.sd_model, encoder, None).encode(self.token.vectors.to(devices.device)).detach()
         ad = animatediff.state()
         self._post = ad.multi_cond(self._rows) if ad is not None else self._rows
 

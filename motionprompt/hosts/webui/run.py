@@ -154,8 +154,9 @@ class GuidedRun(RunOutcome):
     def _on_denoiser(self, params) -> None:
         den = params.denoiser
         if den is not self._denoiser or den.step == 0:
-            self._new_pass(params)
-            self._first_step(params)
+            with self.path.step(params):  # Forge: encoding the tokens may have pushed the sampling models out
+                self._new_pass(params)
+                self._first_step(params)
             return
         steps = _sampler_steps(den)
         virtual = den.step * steps // max(den.total_steps, 1)  # 2nd-order samplers: 2 calls per step

@@ -23,6 +23,9 @@ class BaseModel(torch.nn.Module):
         self.model_sampling = ModelSampling(model_config)
 
     def apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):  # noqa: B006  (upstream's signature)
+        from ldm_patched.modules import model_management
+
+        model_management.check_loaded(self)  # the double's stand-in for weights left on the offload device
         sigma = t
         xc = self.model_sampling.calculate_input(sigma, x)
         if c_concat is not None:

@@ -9,7 +9,12 @@ This machine has no GPU: ``.to(cpu)`` on CPU weights is a no-op, as in a real CP
 tensors). ``simulate_device_move = True`` stands in for a real cuda device: every load/unload then allocates new
 storage for each parameter and buffer, exactly what ``Module.to(other_device)`` does (``Module._apply`` ->
 ``param.data = fn(param)``), so tensors moved inside inference mode are inference tensors.
-Not reproduced: memory accounting (free-memory checks, ``free_memory`` eviction, async/low-VRAM streaming).
+``vram_bytes`` (with ``simulate_device_move``) gives that device a size: ``load_models_gpu`` then frees memory as
+upstream does (``free_memory``: unload the least recently used models not being loaded, from the end of
+``current_loaded_models``, until the new ones fit), and a UNet or CLIP transformer run while its model is not loaded
+fails the way weights left on the offload device fail on a GPU. The budget counts weights only: the toy models are
+kilobytes, so upstream's inference-memory reserve (1 GiB) and activation estimates are left out of it.
+Not reproduced: async/low-VRAM streaming (``async_kept_memory``).
 """
 
 from enum import Enum
@@ -28,6 +33,7 @@ class VRAMState(Enum):
 
 vram_state = VRAMState.NORMAL_VRAM
 simulate_device_move = False
+vram_bytes = None  # with simulate_device_move: the simulated device's size (see the module doc)
 moves: list = []  # (module class name, inference mode on) for every move that allocated new storage
 current_loaded_models: list = []
 
@@ -69,7 +75,7 @@ def text_encoder_offload_device():
 
 
 def get_free_memory(dev=None, torch_free_too=False):
-    free = 64 * 1024**3
+    free = 64 * 1024**3 if vram_bytes is None else vram_bytes - sum(m.model_memory() for m in current_loaded_models)
     return (free, free) if torch_free_too else free
 
 
@@ -124,17 +130,35 @@ def unload_model_clones(model):
         current_loaded_models.pop(i).model_unload(avoid_model_moving=True)
 
 
+def _budgeted() -> bool:
+    """Upstream frees memory on a GPU only (never for the cpu device); here: when a device size is simulated."""
+    return simulate_device_move and vram_bytes is not None
+
+
+def free_memory(memory_required, device, keep_loaded=()):
+    for i in range(len(current_loaded_models) - 1, -1, -1):
+        if get_free_memory(device) > memory_required:
+            break
+        if current_loaded_models[i] not in keep_loaded:
+            current_loaded_models.pop(i).model_unload()
+
+
 def load_models_gpu(models, memory_required=0):
-    models_to_load = []
+    models_to_load, models_already_loaded = [], []
     for x in models:
         loaded_model = LoadedModel(x, memory_required=memory_required)
         if loaded_model in current_loaded_models:
             index = current_loaded_models.index(loaded_model)
             current_loaded_models.insert(0, current_loaded_models.pop(index))
+            models_already_loaded.append(loaded_model)
         else:
             models_to_load.append(loaded_model)
+    if not models_to_load:
+        return
     for loaded_model in models_to_load:
         unload_model_clones(loaded_model.model)
+    if _budgeted():  # upstream: free_memory(total * 1.3 + extra_mem, device, models_already_loaded); weights only here
+        free_memory(sum(m.model_memory() for m in models_to_load) - 1, get_torch_device(), models_already_loaded)
     for loaded_model in models_to_load:
         loaded_model.model_load()
         current_loaded_models.insert(0, loaded_model)
@@ -142,6 +166,13 @@ def load_models_gpu(models, memory_required=0):
 
 def load_model_gpu(model):
     return load_models_gpu([model])
+
+
+def check_loaded(module) -> None:
+    """A model run while not loaded: on a GPU its weights are on the offload device and the first op fails so."""
+    if _budgeted() and not any(m.model.model is module for m in current_loaded_models):
+        raise RuntimeError("Expected all tensors to be on the same device, but found at least two devices, cuda:0 and "
+                           f"cpu! ({type(module).__name__} is not loaded)")
 
 
 def unload_all_models():
