@@ -125,6 +125,45 @@ def test_every_fixed_toy_results_arm_is_a_valid_setting_that_differs_from_the_pa
     assert len(names) == len(MAIN_ARMS) + len(ABLATION_ARMS) - 1  # "paper" in both lists, every other name once
 
 
+@pytest.mark.diffusers
+def test_toy_results_evaluates_the_shipped_token_or_one_it_trains_itself(tmp_path, files, monkeypatch,
+                                                                          one_torch_thread):
+    """The amortized stage: the shipped model and guiding D use the shipped token; another model gets a token
+    trained here with token-train's settings against its own guiding D, exported once, reused on a rerun; its two
+    arms build the token-started configs (no inner loop / one iteration)."""
+    import motionprompt.amortized.train as train_mod
+    from motionprompt.amortized.token_file import load_token
+    from motionprompt.disc.checkpoint import load_discriminator
+    from motionprompt.evaluation.evaluate import token_arms
+    from motionprompt.toy.demo import GUIDE_D, INDEPENDENT_D, MOTION_TOKEN
+    from motionprompt.toy.results import motion_token
+
+    shipped = {"guide": GUIDE_D, "independent": INDEPENDENT_D}
+    if MOTION_TOKEN.is_file():
+        assert motion_token(tmp_path / "shipped", "toy", shipped, log=lambda m: None) == MOTION_TOKEN
+    model, d1, d2 = files
+    real, runs = train_mod.TokenTrainConfig, []
+
+    def small(**kw):  # token-train's own defaults, fewer and smaller updates
+        runs.append(kw)
+        return real(**{**kw, "steps": 2, "batch": 1, "seeds": 1, "val_seeds": 1, "val_every": 2, "save_every": 2,
+                       "sampling_steps": 4, "val_fraction": 0.05})
+
+    monkeypatch.setattr(train_mod, "TokenTrainConfig", small)
+    token = motion_token(tmp_path / "own", str(model), {"guide": d1, "independent": d2}, log=lambda m: None)
+    assert token == tmp_path / "own" / "token" / f"{MOTION_TOKEN.stem}.safetensors" and token.is_file()
+    assert runs[0]["disc"] == str(d1) and runs[0]["model"] == str(model)
+    assert load_token(token).meta["discriminator"]["name"] == d1.name
+    first = token.stat().st_mtime_ns
+    assert motion_token(tmp_path / "own", str(model), {"guide": d1, "independent": d2}, log=lambda m: None) == token
+    assert token.stat().st_mtime_ns == first  # a finished token is not trained again
+    disc = load_discriminator(d1)
+    amortized, hybrid = (Arm.parse(a) for a in token_arms(token))
+    assert (amortized.name, hybrid.name) == ("amortized", "hybrid")
+    a_cfg, h_cfg = amortized.config(disc), hybrid.config(disc)
+    assert a_cfg.inner_iters == 0 and h_cfg.inner_iters == 1 and a_cfg.start_token == h_cfg.start_token == str(token)
+
+
 def test_results_tables_show_signed_paired_cells_and_say_when_the_gate_failed():
     from motionprompt.toy.results import tables
 
@@ -143,6 +182,11 @@ def test_results_tables_show_signed_paired_cells_and_say_when_the_gate_failed():
     assert cells[1].strip() == "2.50"  # time ratio 5 s / 2 s
     assert cells[2].strip().startswith("+0.0500") and "win 1.00" in cells[2]  # d_independent up in every pair
     assert cells[4].strip().startswith("-1.0000")  # warp error down by 1
+    assert "Amortized token" not in text
+    token_rows = [dict(r, arm="amortized") if r["arm"] == "paper" else r for r in rows]
+    with_token = tables(gate, main, {"pairs": 0, "arms": {}}, summarize(token_rows, ["amortized"]))
+    section = with_token.split("## Amortized token", 1)[1].split("## Ablations", 1)[0]
+    assert "| amortized | 2.50 |" in section and "| paper |" not in section
 
 
 @pytest.mark.diffusers

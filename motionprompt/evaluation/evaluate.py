@@ -313,7 +313,12 @@ def arm_specs(arms: list[str], token: str | None = None) -> list[str]:
     arms of that token beside the per-sample one(s) (default paper alone)."""
     if not token:
         return list(arms) or ["paper", "fast"]
-    return [*(arms or ["paper"]), f"amortized=plain:token={token}", f"hybrid=paper:token={token},inner_iters=1"]
+    return [*(arms or ["paper"]), *token_arms(token)]
+
+
+def token_arms(token) -> list[str]:
+    """An amortized token's two arms: as it is (no inner loop, x1 time) and as the start of one inner iteration."""
+    return [f"amortized=plain:token={token}", f"hybrid=paper:token={token},inner_iters=1"]
 
 
 def run(args) -> int:

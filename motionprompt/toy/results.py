@@ -1,8 +1,9 @@
 """``python -m motionprompt toy-results``: the whole toy-world protocol in one resumable command.
 
 Gate → the two discriminators (the paper's protocol, disjoint splits) → the main comparison (paper and
-fast presets vs plain on every held-out prompt) → the paper's ablations on a fixed subset → one
-markdown file with the tables the README quotes. Every stage keeps its outputs, so running the command
+fast presets vs plain on every held-out prompt) → the amortized motion token (``token-train``'s defaults
+on the guiding split, then as it is and as a hybrid on the same held-out pairs) → the paper's ablations on
+a fixed subset → one markdown file with the tables the README quotes. Every stage keeps its outputs, so running the command
 again continues where it stopped; nothing here looks at a result before the arms, prompts and seeds
 below are fixed.
 """
@@ -14,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from .demo import GUIDE_D, INDEPENDENT_D
+from .demo import GUIDE_D, INDEPENDENT_D, MOTION_TOKEN
 
 #: fixed before any guided toy result was looked at (issue 9's ablation list)
 MAIN_ARMS = ("paper", "fast")
@@ -58,6 +59,26 @@ def discriminators(out: Path, model: str, log=print) -> dict[str, Path]:
     return paths
 
 
+def motion_token(out: Path, model: str, discs: dict, log=print) -> Path:
+    """The shipped token for the shipped model and discriminators, else one trained here with ``token-train``'s
+    defaults against the guiding discriminator (resumable: an unfinished state in ``out`` is continued)."""
+    if model == "toy" and discs["guide"] == GUIDE_D and MOTION_TOKEN.is_file():
+        return MOTION_TOKEN
+    from ..amortized.token_file import SUFFIX
+    from ..amortized.train import TokenTrainConfig, TokenTrainer
+
+    cfg = TokenTrainConfig(disc=str(discs["guide"]), out=str(out / "token"), name=MOTION_TOKEN.stem, model=model)
+    path = out / "token" / f"{cfg.name}{SUFFIX}"
+    trainer = TokenTrainer(cfg, log=log)
+    if trainer.step < cfg.steps:
+        log(f"amortized token: {cfg.steps} updates x {cfg.batch} on the guiding split, from update {trainer.step}")
+        if trainer.run() != "done":
+            raise SystemExit("token training stopped before its last update")
+    if not path.is_file():
+        trainer.export()
+    return path
+
+
 def evaluation(out: Path, model: str, discs: dict, arms, size: tuple[int, int], log=print) -> dict:
     from ..evaluation.evaluate import Arm, Evaluation
 
@@ -76,7 +97,7 @@ def _cell(s: dict) -> str:
     return f"{s['diff_mean']:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}] win {s['win_rate']:.2f} p {p_txt}"
 
 
-def tables(gate: dict | None, main: dict, ablation: dict) -> str:
+def tables(gate: dict | None, main: dict, ablation: dict, amortized: dict | None = None) -> str:
     lines = ["# Toy-world results", "", "Written by `python -m motionprompt toy-results`; each cell: guided − plain, "
              "95 % bootstrap CI, win rate (guided better), Wilcoxon p.", ""]
     if gate is not None:
@@ -84,7 +105,9 @@ def tables(gate: dict | None, main: dict, ablation: dict) -> str:
         verdict = "passed" if gate["passed"] else "NOT passed: the guidance numbers below do not count yet"
         lines += [f"Quality gate ({m['clips']} plain samples): object visible in {m['visible_frames']:.1%} of frames, "
                   f"prompted direction in {m['direction_ok']:.1%} of clips — {verdict}.", ""]
-    for title, summary in (("Main comparison", main), ("Ablations", ablation)):
+    parts = [("Main comparison", main), ("Amortized token (learned once, no inner loop) and hybrid", amortized),
+             ("Ablations", ablation)]
+    for title, summary in ((t, s) for t, s in parts if s is not None):
         lines += [f"## {title}: {summary['pairs']} paired samples, plain {summary.get('plain_seconds_mean') or 0:.1f} "
                   "s/clip", "", "| arm | time × | " + " | ".join(TABLE_METRICS) + " |",
                   "|---" * (2 + len(TABLE_METRICS)) + "|"]
@@ -110,10 +133,12 @@ def _pct(v) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="toy", help='"toy" (shipped) or a toy model .safetensors')
     p.add_argument("--out", default="outputs/toy-results")
-    p.add_argument("--skip-ablations", action="store_true", help="gate, discriminators and the main comparison only")
+    p.add_argument("--skip-ablations", action="store_true", help="gate, discriminators, the main comparison and "
+                   "the amortized token only")
 
 
 def run(args) -> int:
+    from ..evaluation.evaluate import token_arms
     from ..files.atomic import write_json, write_text
     from .gate import check
     from .model import ToyModelError, load_model, model_file
@@ -138,9 +163,11 @@ def run(args) -> int:
         f"direction {gate['model']['direction_ok']:.1%}")
     discs = discriminators(out, args.model, log)
     main = evaluation(out / "main", args.model, discs, MAIN_ARMS, MAIN_SIZE, log)
+    token = motion_token(out, args.model, discs, log)
+    amortized = evaluation(out / "amortized", args.model, discs, token_arms(token), MAIN_SIZE, log)
     ablation = {"pairs": 0, "arms": {}} if args.skip_ablations else \
         evaluation(out / "ablations", args.model, discs, ABLATION_ARMS, ABLATION_SIZE, log)
-    text = tables(gate, main, ablation)
+    text = tables(gate, main, ablation, amortized)
     write_text(out / "RESULTS.md", text)
     print(text)
     return 0
