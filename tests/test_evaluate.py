@@ -158,7 +158,7 @@ def test_toy_results_evaluates_the_shipped_token_or_one_it_trains_itself(tmp_pat
     assert motion_token(tmp_path / "own", str(model), {"guide": d1, "independent": d2}, log=lambda m: None) == token
     assert token.stat().st_mtime_ns == first  # a finished token is not trained again
     disc = load_discriminator(d1)
-    amortized, hybrid = (Arm.parse(a) for a in token_arms(token))
+    amortized, hybrid = token_arms(token)
     assert (amortized.name, hybrid.name) == ("amortized", "hybrid")
     a_cfg, h_cfg = amortized.config(disc), hybrid.config(disc)
     assert a_cfg.inner_iters == 0 and h_cfg.inner_iters == 1 and a_cfg.start_token == h_cfg.start_token == str(token)

@@ -81,12 +81,14 @@ def test_plain_amortized_and_hybrid_arms_in_one_evaluation(tmp_path, files, one_
 
 def test_one_command_compares_plain_amortized_hybrid_and_per_sample(tmp_path, files):
     from motionprompt.cli.main import main
-    from motionprompt.evaluation.evaluate import arm_specs
+    from motionprompt.evaluation.evaluate import run_arms
 
-    assert arm_specs([]) == ["paper", "fast"]
-    assert arm_specs([], "t.safetensors") == ["paper", "amortized=plain:token=t.safetensors",
-                                              "hybrid=paper:token=t.safetensors,inner_iters=1"]
-    assert arm_specs(["K1=paper:inner_iters=1"], "t.safetensors")[0] == "K1=paper:inner_iters=1"
+    assert run_arms([]) == [Arm.parse("paper"), Arm.parse("fast")]
+    assert run_arms([], "t.safetensors") == [Arm.parse("paper"), Arm.parse("amortized=plain:token=t.safetensors"),
+                                             Arm.parse("hybrid=paper:token=t.safetensors,inner_iters=1")]
+    assert run_arms(["K1=paper:inner_iters=1"], "t.safetensors")[0] == Arm.parse("K1=paper:inner_iters=1")
+    odd = "C:/tokens/v2,final/mp.safetensors"  # the spec's separators in a path: the token arms are built, not parsed
+    assert [a.overrides["token"] for a in run_arms([], odd)[1:]] == [odd, odd]
     model, disc, _token = files
     code = main(["evaluate", "--model", str(model), "--disc", str(disc), "--token", str(tmp_path / "none.safetensors"),
                  "--out", str(tmp_path / "ev")])

@@ -308,24 +308,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="outputs/evaluate")
 
 
-def arm_specs(arms: list[str], token: str | None = None) -> list[str]:
-    """The arms of a run: ``--arm`` values (default paper and fast), and with ``--token`` the amortized and hybrid
+def run_arms(arms: list[str], token: str | None = None) -> list[Arm]:
+    """The arms of a run: ``--arm`` specs (default paper and fast), and with ``--token`` the amortized and hybrid
     arms of that token beside the per-sample one(s) (default paper alone)."""
     if not token:
-        return list(arms) or ["paper", "fast"]
-    return [*(arms or ["paper"]), *token_arms(token)]
+        return [Arm.parse(a) for a in (list(arms) or ["paper", "fast"])]
+    return [*(Arm.parse(a) for a in (arms or ["paper"])), *token_arms(token)]
 
 
-def token_arms(token) -> list[str]:
-    """An amortized token's two arms: as it is (no inner loop, x1 time) and as the start of one inner iteration."""
-    return [f"amortized=plain:token={token}", f"hybrid=paper:token={token},inner_iters=1"]
+def token_arms(token) -> list[Arm]:
+    """An amortized token's two arms: as it is (no inner loop, x1 time) and as the start of one inner iteration.
+    Built, not parsed: a token path may hold the spec's separators (',' and ':')."""
+    return [Arm("amortized", "plain", {"token": str(token)}), Arm("hybrid", "paper", {"token": str(token), "inner_iters": 1})]
 
 
 def run(args) -> int:
     from tqdm import tqdm
 
     try:
-        arms = [Arm.parse(a) for a in arm_specs(args.arm, getattr(args, "token", None))]
+        arms = run_arms(args.arm, getattr(args, "token", None))
         from ..amortized.token_file import token_count
 
         for arm in arms:  # a missing or foreign token file fails here, not after the first clips

@@ -18,7 +18,7 @@ WEIGHTS = Path(__file__).with_name("weights")
 GUIDE_D = WEIGHTS / "disc_guide.safetensors"
 INDEPENDENT_D = WEIGHTS / "disc_independent.safetensors"
 MOTION_TOKEN = WEIGHTS / "mp_motion.safetensors"  # token-train on the guiding split, README "Amortized token"
-ARMS = {"amortized": f"amortized=plain:token={MOTION_TOKEN}", "paper": "paper"}
+ARM_NAMES = ("amortized", "paper")  # the demo's columns after plain
 
 
 def shipped_files() -> dict[str, Path]:
@@ -53,7 +53,7 @@ def side_by_side(*clips: np.ndarray, zoom: int = 4) -> np.ndarray:
 
 def run_toy_demo(out: str | Path = "outputs/demo", prompts: int = 4, steps: int = 25, cfg_scale: float = 5.0,
                  log=print) -> dict:
-    from ..evaluation.evaluate import Arm, Evaluation, format_summary
+    from ..evaluation.evaluate import Arm, Evaluation, format_summary, token_arms
     from ..files.video import load_gif, save_gif
 
     missing = [f"{name} ({path})" for name, path in shipped_files().items() if not path.is_file()]
@@ -63,12 +63,12 @@ def run_toy_demo(out: str | Path = "outputs/demo", prompts: int = 4, steps: int 
     t0 = time.perf_counter()
     log(f"toy model, discriminators and motion token from {WEIGHTS}; {prompts} held-out prompt(s), plain vs "
         "the amortized token (no inner loop) vs the paper's per-sample optimization")
-    ev = Evaluation(out, "toy", str(GUIDE_D), str(INDEPENDENT_D), [Arm.parse(a) for a in ARMS.values()], prompts, 1,
-                    steps, cfg_scale)
+    arms = [token_arms(MOTION_TOKEN)[0], Arm.parse("paper")]
+    ev = Evaluation(out, "toy", str(GUIDE_D), str(INDEPENDENT_D), arms, prompts, 1, steps, cfg_scale)
     summary = ev.run(progress=lambda n, total: log(f"  clip {n}/{total}"))
     names = []
     for i in range(min(prompts, 4)):
-        gifs = [out / "clips" / f"{i:02d}_{k}.gif" for k in ("plain", *ARMS)]
+        gifs = [out / "clips" / f"{i:02d}_{k}.gif" for k in ("plain", *ARM_NAMES)]
         if all(g.is_file() for g in gifs):
             name = f"side_by_side_{i:02d}.gif"
             save_gif(side_by_side(*(load_gif(g) for g in gifs)), out / name, fps=6)

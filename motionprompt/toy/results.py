@@ -82,7 +82,8 @@ def motion_token(out: Path, model: str, discs: dict, log=print) -> Path:
 def evaluation(out: Path, model: str, discs: dict, arms, size: tuple[int, int], log=print) -> dict:
     from ..evaluation.evaluate import Arm, Evaluation
 
-    ev = Evaluation(out, model, str(discs["guide"]), str(discs["independent"]), [Arm.parse(a) for a in arms],
+    ev = Evaluation(out, model, str(discs["guide"]), str(discs["independent"]),
+                    [a if isinstance(a, Arm) else Arm.parse(a) for a in arms],
                     size[0], size[1], steps=25, cfg_scale=5.0, log=log)
     total = size[0] * size[1] * (1 + len(arms))
     return ev.run(progress=lambda n, t: log(f"  {out.name}: clip {n}/{total}") if n % 10 == 0 or n == t else None)
