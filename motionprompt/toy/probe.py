@@ -49,13 +49,14 @@ def probe_rows(unet, sched, z: torch.Tensor, conds: dict[str, torch.Tensor], tim
     """The probe's numbers for clean latents ``z`` [B, C, F, h, w] and caption encodings by name."""
     from ..engine.diffusion import predicted_x0
     from ..hosts.diffusers.sampler import initial_noise
+    from .train import noised
 
     ptype = sched.config.prediction_type
     noise = initial_noise(tuple(z.shape), 12345).to(z.dtype)
     rows = []
     for t in timesteps:
         ab = sched.alphas_cumprod[t].to(z.dtype)
-        noisy = ab.sqrt() * z + (1 - ab).sqrt() * noise
+        noisy = noised(z, noise, ab)
         err = {}
         for key, cond in conds.items():
             out = unet(noisy, torch.tensor(t), encoder_hidden_states=cond.repeat_interleave(z.shape[2], dim=0)).sample

@@ -121,6 +121,11 @@ def draw_timesteps(n: int, steps: int, shift: float, gen: torch.Generator) -> to
     return (shift * u / (1 + (shift - 1) * u) * steps).long().clamp_(0, steps - 1)
 
 
+def noised(z: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """The forward process at alpha_bar: what training feeds the UNet and what the direction probe re-creates."""
+    return alpha_bar.sqrt() * z + (1 - alpha_bar).sqrt() * noise
+
+
 def target(z: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, prediction: str) -> torch.Tensor:
     if prediction == "v_prediction":
         return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * z
@@ -347,7 +352,7 @@ class ToyTrainer:
         t = draw_timesteps(b, len(self.alphas_cumprod), cfg.t_shift, gen)
         noise = torch.randn(z.shape, generator=gen).to(dev)  # drawn on the CPU: same numbers on every device
         ab = self.alphas_cumprod[t].view(b, 1, 1, 1, 1).to(dev)
-        noisy = ab.sqrt() * z + (1 - ab).sqrt() * noise
+        noisy = noised(z, noise, ab)
         goal = target(z, noise, ab, cfg.prediction)
         self.parts.unet.train()
         frozen = cfg.text_encoder == "frozen"
