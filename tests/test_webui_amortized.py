@@ -77,25 +77,31 @@ def test_webui_embedding_and_our_encoder_give_the_same_conditioning(tmp_path, mo
 
 @pytest.mark.parametrize("order", [("animatediff", "motionprompt"), ("motionprompt", "animatediff")])
 @pytest.mark.parametrize("travel", [False, True])
-def test_amortized_mode_is_the_typed_embedding_at_no_gradient_cost(tmp_path, monkeypatch, embeddings, order, travel):
+@pytest.mark.parametrize("frames", [8, 12])  # one context window; several overlapping ones
+def test_amortized_mode_is_the_typed_embedding_at_no_gradient_cost(tmp_path, monkeypatch, embeddings, order, travel,
+                                                                  frames):
     """Mode amortized = the same video as typing the token's name at the end of the prompt (with AnimateDiff's
-    prompt travel too, whichever callback runs first), without a discriminator, and no UNet call with gradients."""
+    prompt travel too, whichever callback runs first; over several context windows), without a discriminator, and
+    no UNet call with gradients. (A video shorter than the context batch is left out: AnimateDiff's windows then
+    mix the rows behind the cut into the uncond half, and the double's values grow to ~1e5, where float noise
+    between two runs of the same job already shows.)"""
     from motionprompt.engine.guidance import MotionGuide
 
+    ad = {"enable": True, "video_length": frames, "batch_size": 8}
     webui = WebUI(tmp_path, order=order)
     prompt = "a fox\n0: running\n4: jumping\nsnow" if travel else "a white fox running"
     typed = "a fox\n0: running\n4: jumping\nsnow " + NAME if travel else f"a white fox running {NAME}"
     monkeypatch.setattr(MotionGuide, "__init__", lambda *a, **k: pytest.fail("no guide in the amortized mode"))
     calls = _spy_unet(monkeypatch, webui)
-    p, amortized = webui.generate(AMORTIZED, AD, prompt=prompt)
+    p, amortized = webui.generate(AMORTIZED, ad, prompt=prompt)
     assert not webui.errors, webui.errors
     assert calls and not any(calls)  # every UNet call without gradients: no inner loop
     text = p.extra_generation_params["MotionPrompt result"]
     assert text.startswith(f"amortized token {NAME} (1 vector(s))") and "no inner loop" in text, text
     assert "mode: amortized" in p.extra_generation_params["MotionPrompt"]
-    _p, plain = webui.generate({"enabled": False}, AD, prompt=prompt)
+    _p, plain = webui.generate({"enabled": False}, ad, prompt=prompt)
     _typed_embeddings(monkeypatch, webui, embeddings)
-    _p, by_name = webui.generate({"enabled": False}, AD, prompt=typed)
+    _p, by_name = webui.generate({"enabled": False}, ad, prompt=typed)
     assert not torch.allclose(amortized.samples, plain.samples, atol=1e-4)
     torch.testing.assert_close(amortized.samples, by_name.samples, atol=1e-5, rtol=1e-5)
 
@@ -123,15 +129,19 @@ def test_hybrid_mode_starts_the_inner_loop_from_the_token_file(monkeypatch, webu
 
 @pytest.mark.parametrize("order", [("animatediff", "motionprompt"), ("motionprompt", "animatediff")])
 @pytest.mark.parametrize("travel", [False, True])
-def test_hybrid_without_inner_iterations_is_the_amortized_video_from_the_first_step(tmp_path, embeddings, order, travel):
+@pytest.mark.parametrize("frames", [8, 12])
+def test_hybrid_without_inner_iterations_is_the_amortized_video_from_the_first_step(tmp_path, embeddings, order, travel,
+                                                                                   frames):
     """The token is part of the prompt from step 0 on in both modes: the hybrid's step 0 (pure noise, where
-    AnimateDiff builds its conditioning, before or after our callback) must not fall back to the plain prompt."""
+    AnimateDiff builds its conditioning, before or after our callback) must not fall back to the plain prompt;
+    over several context windows too."""
+    ad = {"enable": True, "video_length": frames, "batch_size": 8}
     webui = WebUI(tmp_path, order=order)
     save_disc(tmp_path / "models")
     prompt = "a fox\n0: running\n4: jumping\nsnow" if travel else "a white fox running"
-    _p, amortized = webui.generate(AMORTIZED, AD, prompt=prompt)
+    _p, amortized = webui.generate(AMORTIZED, ad, prompt=prompt)
     p, hybrid = webui.generate({**AMORTIZED, "mode": "hybrid", "discriminator": "disc.safetensors", "inner_iters": 0,
-                                "window_start": 0.25, "window_end": 0.75}, AD, prompt=prompt)
+                                "window_start": 0.25, "window_end": 0.75}, ad, prompt=prompt)
     assert not webui.errors, webui.errors
     assert p.extra_generation_params["MotionPrompt result"].startswith("start token as it is on every step")
     torch.testing.assert_close(hybrid.samples, amortized.samples, atol=1e-5, rtol=1e-5)
