@@ -132,7 +132,7 @@ def test_toy_results_evaluates_the_shipped_token_or_one_it_trains_itself(tmp_pat
     trained here with token-train's settings against its own guiding D, exported once, reused on a rerun; its two
     arms build the token-started configs (no inner loop / one iteration)."""
     import motionprompt.amortized.train as train_mod
-    from motionprompt.amortized.token_file import load_token
+    from motionprompt.amortized.token_file import load_token, save_token
     from motionprompt.disc.checkpoint import load_discriminator
     from motionprompt.evaluation.evaluate import token_arms
     from motionprompt.toy.demo import GUIDE_D, INDEPENDENT_D, MOTION_TOKEN
@@ -154,9 +154,19 @@ def test_toy_results_evaluates_the_shipped_token_or_one_it_trains_itself(tmp_pat
     assert token == tmp_path / "own" / "token" / f"{MOTION_TOKEN.stem}.safetensors" and token.is_file()
     assert runs[0]["disc"] == str(d1) and runs[0]["model"] == str(model)
     assert load_token(token).meta["discriminator"]["name"] == d1.name
-    first = token.stat().st_mtime_ns
-    assert motion_token(tmp_path / "own", str(model), {"guide": d1, "independent": d2}, log=lambda m: None) == token
-    assert token.stat().st_mtime_ns == first  # a finished token is not trained again
+    finished = load_token(token)
+    assert finished.meta["training"]["updates"] == 2
+    built = []
+    real_init = train_mod.TokenTrainer.__init__
+    monkeypatch.setattr(train_mod.TokenTrainer, "__init__", lambda self, *a, **k: built.append(1) or real_init(self, *a, **k))
+    own = {"guide": d1, "independent": d2}
+    assert motion_token(tmp_path / "own", str(model), own, log=lambda m: None) == token
+    assert not built  # a finished token: no model, D or trainer is even loaded
+    # killed between saving the finished state and exporting: the file still holds an earlier update's token
+    save_token(token, torch.zeros_like(finished.vectors), {**finished.meta, "training": {"updates": 1}})
+    assert motion_token(tmp_path / "own", str(model), own, log=lambda m: None) == token
+    again = load_token(token)
+    assert built and again.meta["training"]["updates"] == 2 and torch.equal(again.vectors, finished.vectors)
     disc = load_discriminator(d1)
     amortized, hybrid = token_arms(token)
     assert (amortized.name, hybrid.name) == ("amortized", "hybrid")

@@ -222,8 +222,9 @@ def test_a_guided_job_on_a_small_gpu_gets_the_sampling_models_back_after_each_te
 
     small_forge_gpu(forge)
     _p, before = forge.generate({"enabled": False}, AD)
-    loaded = {type(m.model.model).__name__: m.model_memory() for m in model_management.current_loaded_models}
-    assert sum(loaded.values()) <= model_management.vram_bytes and "ClipModel" not in loaded  # evicted for sampling
+    loaded = [(type(m.model.model).__name__, m.model_memory()) for m in model_management.current_loaded_models]
+    assert sum(size for _name, size in loaded) <= model_management.vram_bytes
+    assert "ClipModel" not in [name for name, _size in loaded]  # evicted for sampling
     p, guided = forge.generate(MP, AD)
     assert not forge.errors, forge.errors
     assert _result(p).startswith("4 steps x 2 it"), _result(p)

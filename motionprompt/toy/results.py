@@ -61,20 +61,30 @@ def discriminators(out: Path, model: str, log=print) -> dict[str, Path]:
 
 def motion_token(out: Path, model: str, discs: dict, log=print) -> Path:
     """The shipped token for the shipped model and discriminators, else one trained here with ``token-train``'s
-    defaults against the guiding discriminator (resumable: an unfinished state in ``out`` is continued)."""
+    defaults against the guiding discriminator (resumable: an unfinished state in ``out`` is continued). A token
+    file counts as finished only when it says it holds the last update: a run killed between saving its state
+    and exporting the token leaves an older token, which is exported again from the finished state."""
     if model == "toy" and discs["guide"] == GUIDE_D and MOTION_TOKEN.is_file():
         return MOTION_TOKEN
-    from ..amortized.token_file import SUFFIX
+    from ..amortized.token_file import SUFFIX, TokenFileError, load_token
     from ..amortized.train import TokenTrainConfig, TokenTrainer
 
     cfg = TokenTrainConfig(disc=str(discs["guide"]), out=str(out / "token"), name=MOTION_TOKEN.stem, model=model)
     path = out / "token" / f"{cfg.name}{SUFFIX}"
+
+    def updates() -> int | None:
+        try:
+            return load_token(path).meta.get("training", {}).get("updates")
+        except (TokenFileError, OSError):
+            return None
+
+    if updates() == cfg.steps:
+        return path
     trainer = TokenTrainer(cfg, log=log)
     if trainer.step < cfg.steps:
         log(f"amortized token: {cfg.steps} updates x {cfg.batch} on the guiding split, from update {trainer.step}")
-        if trainer.run() != "done":
-            raise SystemExit("token training stopped before its last update")
-    if not path.is_file():
+        trainer.run()
+    if updates() != trainer.step:
         trainer.export()
     return path
 

@@ -25,6 +25,7 @@ import sys
 import types
 
 import torch
+from ldm_patched.modules import model_management
 from ldm_patched.modules.model_management import get_torch_device, soft_empty_cache
 from modules import scripts, shared
 from modules.sd_samplers_cfg_denoiser import pad_cond
@@ -109,6 +110,8 @@ class AnimateDiffMM:
             with torch.no_grad():
                 torch.manual_seed(123)
                 self.mm = MotionWrapper(model_name, shared.sd_model.forge_objects.unet.model.diffusion_model.model_channels)
+            for part in (self.mm.down, self.mm.up):  # the double's stand-in for a motion module left off the device
+                part.register_forward_pre_hook(lambda m, a, mm=self.mm: model_management.check_loaded(mm))
 
     def inject(self, sd_model, model_name="mm_sd15_v3.safetensors"):
         unet = sd_model.forge_objects.unet.clone()

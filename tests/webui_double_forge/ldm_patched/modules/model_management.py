@@ -11,10 +11,12 @@ storage for each parameter and buffer, exactly what ``Module.to(other_device)`` 
 ``param.data = fn(param)``), so tensors moved inside inference mode are inference tensors.
 ``vram_bytes`` (with ``simulate_device_move``) gives that device a size: ``load_models_gpu`` then frees memory as
 upstream does (``free_memory``: unload the least recently used models not being loaded, from the end of
-``current_loaded_models``, until the new ones fit), and a UNet or CLIP transformer run while its model is not loaded
-fails the way weights left on the offload device fail on a GPU. The budget counts weights only: the toy models are
-kilobytes, so upstream's inference-memory reserve (1 GiB) and activation estimates are left out of it.
-Not reproduced: async/low-VRAM streaming (``async_kept_memory``).
+``current_loaded_models``, until the new ones fit), and a UNet, motion-module or CLIP transformer run while its model
+is not loaded fails the way weights left on the offload device fail on a GPU. The budget counts weights only: the toy
+models are kilobytes, so upstream's inference-memory reserve (1 GiB) and activation estimates are left out of it, and
+with them upstream's ``free_memory(extra_mem, ...)`` when every asked-for model is already loaded (it frees room for
+activations only). Not reproduced: a model that still does not fit after eviction is loaded whole here (upstream
+loads it partially, low-VRAM mode), and async/low-VRAM streaming (``async_kept_memory``).
 """
 
 from enum import Enum
@@ -75,7 +77,7 @@ def text_encoder_offload_device():
 
 
 def get_free_memory(dev=None, torch_free_too=False):
-    free = 64 * 1024**3 if vram_bytes is None else vram_bytes - sum(m.model_memory() for m in current_loaded_models)
+    free = vram_bytes - sum(m.model_memory() for m in current_loaded_models) if _budgeted() else 64 * 1024**3
     return (free, free) if torch_free_too else free
 
 
