@@ -4,7 +4,8 @@ on flow at their size (64 px, 2x upscales of 32 px clips, as trained) vs flow ca
 ``python3 -m tests.bench_flow_size [--prompts 12]``
 
 Held-out real clips vs the toy model's samples of the same captions (the evaluation's seeds); prints each
-D's mean score on both and the real-vs-generated AUC (Mann-Whitney U / n1 n2) per flow size, and the time.
+D's mean score on both (``judge.clip_probs``, the D score's own pairs) and the real-vs-generated ROC AUC per
+flow size, and the time.
 """
 
 from __future__ import annotations
@@ -17,17 +18,15 @@ import torch
 
 
 def measure(prompts: int = 12, steps: int = 25) -> list[dict]:
-    from scipy.stats import mannwhitneyu
-
     from motionprompt.disc.checkpoint import load_discriminator
     from motionprompt.engine.config import FlowSettings
-    from motionprompt.engine.judge import pair_logits, plan_pairs
-    from motionprompt.files.video import to_tensor
+    from motionprompt.engine.judge import clip_probs, plan_pairs
     from motionprompt.flow.registry import build_flow
     from motionprompt.toy.demo import GUIDE_D, INDEPENDENT_D
     from motionprompt.toy.model import load_model, model_file
     from motionprompt.toy.protocol import caption_split, seeds
     from motionprompt.toy.sample import real_clip, sample_many
+    from motionprompt.training.roc import roc_auc
 
     parts = load_model(model_file("toy"))
     caps = caption_split()["eval"][:prompts]
@@ -39,20 +38,15 @@ def measure(prompts: int = 12, steps: int = 25) -> list[dict]:
         for size in (d.flow.size, parts.arch.size):
             flow = build_flow(FlowSettings(d.flow.backend, size, d.flow.iters))
 
-            def probs(clips, flow=flow, d=d):
-                out = []
-                for v in clips:
-                    plan = plan_pairs(len(v), 16, (1, 4))
-                    a, b = (to_tensor(np.stack([v[p[k]] for p in plan])) for k in (0, 1))
-                    with torch.no_grad():
-                        out.append(torch.sigmoid(pair_logits(d.model, flow, a, b)).numpy())
-                return np.concatenate(out)
+            def probs(clips, flow=flow, d=d) -> np.ndarray:
+                return np.concatenate([clip_probs(lambda i, v=v: v[i], plan_pairs(len(v), 16, (1, 4)), d, flow).numpy()
+                                       for v in clips])
 
             t = time.perf_counter()
             pr, pf = probs(real), probs(fake)
+            auc = roc_auc(np.r_[pr, pf], np.r_[np.ones(len(pr)), np.zeros(len(pf))])
             rows.append({"d": role, "flow_px": size, "frame_px": parts.arch.size, "real": float(pr.mean()),
-                         "generated": float(pf.mean()), "auc": float(mannwhitneyu(pr, pf).statistic / (len(pr) * len(pf))),
-                         "seconds": time.perf_counter() - t})
+                         "generated": float(pf.mean()), "auc": auc, "seconds": time.perf_counter() - t})
     return rows
 
 

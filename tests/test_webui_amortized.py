@@ -241,12 +241,13 @@ def forge_embeddings(tmp_path):
 
 @pytest.mark.parametrize("order", [("animatediff", "motionprompt"), ("motionprompt", "animatediff")])
 @pytest.mark.parametrize("travel", [False, True])
-def test_amortized_mode_on_forge_is_the_typed_embedding(monkeypatch, forge_embeddings, order, travel):
+@pytest.mark.parametrize("frames", [8, 12])  # one context window; several (Forge needs frames >= context)
+def test_amortized_mode_on_forge_is_the_typed_embedding(monkeypatch, forge_embeddings, order, travel, frames):
     """Early-2024 Forge: mode amortized gives the video of the token's name typed at the end of the prompt (Forge's
-    CLIP wrapper reads the same embedding database), with prompt travel, in either callback order; no UNet call
-    with gradients."""
+    CLIP wrapper reads the same embedding database), with prompt travel, in either callback order, over one or
+    several context windows; no UNet call with gradients."""
     ui, folder = forge_embeddings(order)
-    forge_ad = {"enable": True, "video_length": 8, "batch_size": 8}
+    forge_ad = {"enable": True, "video_length": frames, "batch_size": 8}
     prompt = "a fox\n0: running\n4: jumping\nsnow" if travel else "a white fox running"
     typed = "a fox\n0: running\n4: jumping\nsnow " + NAME if travel else f"a white fox running {NAME}"
     calls = _spy_unet(monkeypatch, ui)

@@ -18,7 +18,6 @@ WEIGHTS = Path(__file__).with_name("weights")
 GUIDE_D = WEIGHTS / "disc_guide.safetensors"
 INDEPENDENT_D = WEIGHTS / "disc_independent.safetensors"
 MOTION_TOKEN = WEIGHTS / "mp_motion.safetensors"  # token-train on the guiding split, README "Amortized token"
-ARM_NAMES = ("amortized", "paper")  # the demo's columns after plain
 
 
 def shipped_files() -> dict[str, Path]:
@@ -68,7 +67,7 @@ def run_toy_demo(out: str | Path = "outputs/demo", prompts: int = 4, steps: int 
     summary = ev.run(progress=lambda n, total: log(f"  clip {n}/{total}"))
     names = []
     for i in range(min(prompts, 4)):
-        gifs = [out / "clips" / f"{i:02d}_{k}.gif" for k in ("plain", *ARM_NAMES)]
+        gifs = [out / "clips" / f"{i:02d}_{k}.gif" for k in ("plain", *(a.name for a in arms))]
         if all(g.is_file() for g in gifs):
             name = f"side_by_side_{i:02d}.gif"
             save_gif(side_by_side(*(load_gif(g) for g in gifs)), out / name, fps=6)
