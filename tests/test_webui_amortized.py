@@ -13,6 +13,10 @@ from .webui_host import WebUI, install_double, save_disc, small_forge_gpu
 AD = {"enable": True, "video_length": 8, "batch_size": 8}
 NAME = "mp_walk"
 AMORTIZED = {"enabled": True, "mode": "amortized", "token": f"{NAME}.safetensors"}
+#: the user's prompt: plain, AnimateDiff prompt travel, and travel with weights (A1111 takes the emphasis mean
+#: per encoded prompt: batching the keyframe prompts together changes these rows)
+PROMPTS = {False: "a white fox running", True: "a fox\n0: running\n4: jumping\nsnow",
+           "weighted": "a (fox:1.3)\n0: running\n4: (jumping:1.4)\nsnow"}
 
 
 @pytest.fixture
@@ -76,7 +80,7 @@ def test_webui_embedding_and_our_encoder_give_the_same_conditioning(tmp_path, mo
 
 
 @pytest.mark.parametrize("order", [("animatediff", "motionprompt"), ("motionprompt", "animatediff")])
-@pytest.mark.parametrize("travel", [False, True])
+@pytest.mark.parametrize("travel", [False, True, "weighted"])
 @pytest.mark.parametrize("frames", [8, 12])  # one context window; several overlapping ones
 def test_amortized_mode_is_the_typed_embedding_at_no_gradient_cost(tmp_path, monkeypatch, embeddings, order, travel,
                                                                   frames):
@@ -89,8 +93,8 @@ def test_amortized_mode_is_the_typed_embedding_at_no_gradient_cost(tmp_path, mon
 
     ad = {"enable": True, "video_length": frames, "batch_size": 8}
     webui = WebUI(tmp_path, order=order)
-    prompt = "a fox\n0: running\n4: jumping\nsnow" if travel else "a white fox running"
-    typed = "a fox\n0: running\n4: jumping\nsnow " + NAME if travel else f"a white fox running {NAME}"
+    prompt = PROMPTS[travel]
+    typed = f"{prompt} {NAME}"
     monkeypatch.setattr(MotionGuide, "__init__", lambda *a, **k: pytest.fail("no guide in the amortized mode"))
     calls = _spy_unet(monkeypatch, webui)
     p, amortized = webui.generate(AMORTIZED, ad, prompt=prompt)
@@ -103,7 +107,7 @@ def test_amortized_mode_is_the_typed_embedding_at_no_gradient_cost(tmp_path, mon
     _typed_embeddings(monkeypatch, webui, embeddings)
     _p, by_name = webui.generate({"enabled": False}, ad, prompt=typed)
     assert not torch.allclose(amortized.samples, plain.samples, atol=1e-4)
-    torch.testing.assert_close(amortized.samples, by_name.samples, atol=1e-5, rtol=1e-5)
+    assert torch.equal(amortized.samples, by_name.samples)  # same rows, same batches: exact by construction
 
 
 def test_hybrid_mode_starts_the_inner_loop_from_the_token_file(monkeypatch, webui, embeddings):
@@ -128,7 +132,7 @@ def test_hybrid_mode_starts_the_inner_loop_from_the_token_file(monkeypatch, webu
 
 
 @pytest.mark.parametrize("order", [("animatediff", "motionprompt"), ("motionprompt", "animatediff")])
-@pytest.mark.parametrize("travel", [False, True])
+@pytest.mark.parametrize("travel", [False, True, "weighted"])
 @pytest.mark.parametrize("frames", [8, 12])
 def test_hybrid_without_inner_iterations_is_the_amortized_video_from_the_first_step(tmp_path, embeddings, order, travel,
                                                                                    frames):
@@ -138,13 +142,13 @@ def test_hybrid_without_inner_iterations_is_the_amortized_video_from_the_first_s
     ad = {"enable": True, "video_length": frames, "batch_size": 8}
     webui = WebUI(tmp_path, order=order)
     save_disc(tmp_path / "models")
-    prompt = "a fox\n0: running\n4: jumping\nsnow" if travel else "a white fox running"
+    prompt = PROMPTS[travel]
     _p, amortized = webui.generate(AMORTIZED, ad, prompt=prompt)
     p, hybrid = webui.generate({**AMORTIZED, "mode": "hybrid", "discriminator": "disc.safetensors", "inner_iters": 0,
                                 "window_start": 0.25, "window_end": 0.75}, ad, prompt=prompt)
     assert not webui.errors, webui.errors
     assert p.extra_generation_params["MotionPrompt result"].startswith("start token as it is on every step")
-    torch.testing.assert_close(hybrid.samples, amortized.samples, atol=1e-5, rtol=1e-5)
+    assert torch.equal(hybrid.samples, amortized.samples)
 
 
 def test_amortized_mode_reports_why_not_and_sampling_continues(tmp_path, monkeypatch, webui, embeddings):
@@ -240,7 +244,7 @@ def forge_embeddings(tmp_path):
 
 
 @pytest.mark.parametrize("order", [("animatediff", "motionprompt"), ("motionprompt", "animatediff")])
-@pytest.mark.parametrize("travel", [False, True])
+@pytest.mark.parametrize("travel", [False, True, "weighted"])
 @pytest.mark.parametrize("frames", [8, 12])  # one context window; several (Forge needs frames >= context)
 def test_amortized_mode_on_forge_is_the_typed_embedding(monkeypatch, forge_embeddings, order, travel, frames):
     """Early-2024 Forge: mode amortized gives the video of the token's name typed at the end of the prompt (Forge's
@@ -248,8 +252,8 @@ def test_amortized_mode_on_forge_is_the_typed_embedding(monkeypatch, forge_embed
     several context windows; no UNet call with gradients."""
     ui, folder = forge_embeddings(order)
     forge_ad = {"enable": True, "video_length": frames, "batch_size": 8}
-    prompt = "a fox\n0: running\n4: jumping\nsnow" if travel else "a white fox running"
-    typed = "a fox\n0: running\n4: jumping\nsnow " + NAME if travel else f"a white fox running {NAME}"
+    prompt = PROMPTS[travel]
+    typed = f"{prompt} {NAME}"
     calls = _spy_unet(monkeypatch, ui)
     p, amortized = ui.generate(AMORTIZED, forge_ad, prompt=prompt)
     assert not ui.errors, ui.errors
@@ -260,7 +264,7 @@ def test_amortized_mode_on_forge_is_the_typed_embedding(monkeypatch, forge_embed
     _typed_embeddings(monkeypatch, ui, folder)
     _p, by_name = ui.generate({"enabled": False}, forge_ad, prompt=typed)
     assert not torch.allclose(amortized.samples, plain.samples, atol=1e-4)
-    torch.testing.assert_close(amortized.samples, by_name.samples, atol=1e-5, rtol=1e-5)
+    assert torch.equal(amortized.samples, by_name.samples)  # same rows, same batches: exact by construction
 
 
 def test_amortized_mode_on_a_small_forge_gpu_loads_clip_then_the_sampling_models(monkeypatch, forge_embeddings):

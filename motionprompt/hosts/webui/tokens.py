@@ -96,13 +96,18 @@ class InputLevelEncoder:
         return self.post(rows) if self.post and post else rows
 
     def _run(self, fixes: list) -> torch.Tensor:
+        """One ``process_tokens`` call per distinct prompt, as the WebUI's ``get_learned_conditioning`` makes
+        them (each prompt on its own, cached): the emphasis mean is taken per call, so batching prompts
+        together changes rows that carry weights, and a GEMM's float rounding depends on its batch size."""
         lines = list(self.lines.values())
-        self.clip.hijack.fixes = fixes
+        zs = []
         try:
-            z = self.clip.process_tokens([line.tokens for line in lines], [line.multipliers for line in lines])
+            for line, line_fixes in zip(lines, fixes):
+                self.clip.hijack.fixes = [line_fixes]
+                zs.append(self.clip.process_tokens([line.tokens], [line.multipliers]))
         finally:
             self.clip.hijack.fixes = None
-        return z[self.index]
+        return torch.cat(zs)[self.index]
 
 
 class OutputLevelEncoder:
