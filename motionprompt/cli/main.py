@@ -13,8 +13,8 @@ from .generate import _disc_flow as _disc_flow  # old import paths keep working
 from .generate import build_generate_parser as build_generate_parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand's parser, built without running anything (the README test parses its commands with it)."""
     parser = argparse.ArgumentParser(prog="python -m motionprompt", description=__doc__)
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,7 +65,21 @@ def main(argv: list[str] | None = None) -> int:
                                                  "over many prompts, seeds and steps (resumable); exported as an embedding"))
     token_cli.add_export_arguments(sub.add_parser("token-export", help="copy a token file under another name (the "
                                                   "word that triggers it in a WebUI prompt)"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser = build_parser()
     args = parser.parse_args(argv)
+    from ..amortized import cli as token_cli
+    from ..evaluation import bench, evaluate, metrics
+    from ..toy import disc as toy_disc
+    from ..toy import gate as toy_gate
+    from ..toy import results as toy_results
+    from ..toy import train_cli as toy_train
+    from . import train as train_cli
+
     commands = {"toy-train": toy_train.run, "toy-check": toy_gate.run, "toy-disc": toy_disc.run,
                 "toy-results": toy_results.run, "evaluate": evaluate.run, "token-train": token_cli.run_train,
                 "token-export": token_cli.run_export}
