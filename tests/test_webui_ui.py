@@ -79,18 +79,85 @@ def test_preset_rewrite_fires_on_user_input_only(ui_env):
     assert found == ["input"]
 
 
+def _safetensors(path, meta: dict | None = None) -> bytes:
+    """A valid safetensors file written by hand (the gradio-4 venv has neither torch nor safetensors)."""
+    import json
+    import struct
+
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                         **({"__metadata__": meta} if meta else {})}).encode()
+    data = struct.pack("<Q", len(header)) + header + bytes(8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data
+
+
+DISC_META = {"format": "motionprompt.discriminator"}
+
+
+def _fn_writing(blocks, component):
+    """The event handlers whose only output is ``component`` (gradio 3.41: a list of fns; 4.x: a dict)."""
+    fns = blocks.fns.values() if isinstance(blocks.fns, dict) else blocks.fns
+    return [f for f in fns if list(f.outputs) == [component]]
+
+
 def test_discriminator_list_and_refresh(ui_env):
     from motionprompt.hosts.webui import widgets
 
     assert widgets.list_discriminators() == []  # creates the folder
-    (ui_env / "sub").mkdir()
-    (ui_env / "b.safetensors").write_bytes(b"x")
-    (ui_env / "sub" / "a.safetensors").write_bytes(b"x")
-    (ui_env / ".b.safetensors.123.tmp").write_bytes(b"x")  # a save in progress is not offered
-    (ui_env / "b.resume.safetensors").write_bytes(b"x")  # the trainer's resume state is not a discriminator
+    real = _safetensors(ui_env / "b.safetensors", DISC_META)
+    _safetensors(ui_env / "sub" / "a.safetensors", DISC_META)
+    (ui_env / ".b.safetensors.123.tmp").write_bytes(real)  # a save in progress is not offered
+    _safetensors(ui_env / "b.resume.safetensors", DISC_META)  # the trainer's resume state is not a discriminator
+    _safetensors(ui_env / "lora.safetensors", {"ss_network_module": "networks.lora"})  # another tool's file
     assert widgets.list_discriminators() == ["b.safetensors", "sub/a.safetensors"]
     _b, controls, _ = _build("txt2img")
     assert controls[1].value == "b.safetensors"
+
+
+def test_discriminator_list_reads_the_header_and_leaves_out_corrupt_files(ui_env):
+    """Issue 26: 4 KiB of random bytes named bad.safetensors, or a real file cut short, are not discriminators."""
+    import random
+
+    from motionprompt.hosts.webui import widgets
+
+    good = _safetensors(ui_env / "good.safetensors", DISC_META)
+    (ui_env / "bad.safetensors").write_bytes(random.Random(0).randbytes(4096))
+    (ui_env / "cut.safetensors").write_bytes(good[:-3])  # a copy that stopped early
+    (ui_env / "padded.safetensors").write_bytes(good + b"junk")
+    (ui_env / "empty.safetensors").write_bytes(b"")
+    assert widgets.list_discriminators() == ["good.safetensors"]
+
+
+def test_refresh_picks_a_new_file_and_keeps_a_pick_that_is_still_there(ui_env, tmp_path, monkeypatch):
+    """Issue 26: the Token dropdown stayed empty after its 🔄 found a token. Both dropdowns now keep the user's
+    pick while its file exists, and otherwise select the only/newest file (the discriminator: the last used)."""
+    import os
+
+    from modules import shared
+
+    from motionprompt.hosts.webui import token_ui, widgets
+
+    emb = tmp_path / "embeddings"
+    monkeypatch.setattr(shared.cmd_opts, "embeddings_dir", str(emb), raising=False)
+    blocks, controls, _ = _build("txt2img")
+    disc, token = controls[1], next(c for c in controls if c.elem_id == "txt2img_motionprompt_token")
+    assert disc.value is None and token.value is None  # nothing to pick yet
+    (refresh_token,) = _fn_writing(blocks, token)
+    (refresh_disc,) = _fn_writing(blocks, disc)
+    token_meta = {"format": "motionprompt.token", "format_version": "1", "name": "mp_walk"}
+    _safetensors(emb / "mp_walk.safetensors", token_meta)
+    assert token_ui.list_tokens() == ["mp_walk.safetensors"]
+    update = refresh_token.fn(None)
+    assert update["value"] == "mp_walk.safetensors" and list(update["choices"]) == ["mp_walk.safetensors"], update
+    _safetensors(emb / "mp_run.safetensors", {**token_meta, "name": "mp_run"})
+    os.utime(emb / "mp_walk.safetensors", ns=(1, 1))  # mp_run is the newest
+    assert refresh_token.fn("mp_walk.safetensors")["value"] == "mp_walk.safetensors"  # the pick stays
+    assert refresh_token.fn(None)["value"] == "mp_run.safetensors"
+    assert refresh_token.fn("deleted.safetensors")["value"] == "mp_run.safetensors"
+    _safetensors(ui_env / "new.safetensors", DISC_META)
+    assert refresh_disc.fn(None)["value"] == "new.safetensors"
+    assert widgets.refreshed("x", ["x", "y"], lambda c: "y") == "x" and widgets.refreshed("z", [], lambda c: None) is None
 
 
 def test_status_line_says_why_guidance_is_unavailable(ui_env, monkeypatch):

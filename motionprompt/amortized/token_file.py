@@ -29,7 +29,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 class TokenFileError(ValueError):
     def __init__(self, path, reason: str):
-        super().__init__(f"MotionPrompt token {os.fspath(path)!s}: {reason}")
+        super().__init__(f"token {os.fspath(path)!s}: {reason}")  # hosts say "MotionPrompt" once
         self.path, self.reason = os.fspath(path), reason
 
 

@@ -28,7 +28,7 @@ REQUIRED_KEYS = ("format", "format_version", "arch", "arch_config", "flow", "nor
 
 class CheckpointError(ValueError):
     def __init__(self, path, reason: str):
-        super().__init__(f"MotionPrompt discriminator {os.fspath(path)!s}: {reason}")
+        super().__init__(f"discriminator {os.fspath(path)!s}: {reason}")  # hosts say "MotionPrompt" once
         self.path = os.fspath(path)
         self.reason = reason
 
@@ -94,7 +94,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(path, "file not found; put discriminators (.safetensors) in the MotionPrompt models folder")
+        raise CheckpointError(path, "file not found")  # the WebUI adds where its dropdown looks (preflight)
     if path.suffix != ".safetensors":
         raise CheckpointError(path, "only .safetensors discriminators are loaded (pickle files are never opened)")
     try:

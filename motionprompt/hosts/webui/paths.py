@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -25,25 +26,33 @@ def flow_weights_dirs() -> list[Path]:
 
 
 def list_discriminators() -> list[str]:
-    """Discriminators only: not the trainer's ``*.resume.safetensors`` state, nor other safetensors files
-    (LoRAs, motion modules) that carry another format tag. Unreadable files stay listed, so picking one
-    gives the reason instead of the file silently missing."""
+    """Discriminators only, told apart by their safetensors header (no torch, no tensor read): not the
+    trainer's ``*.resume.safetensors`` state, not other safetensors files (LoRAs, motion modules) without our
+    format tag, and not a file whose header is unreadable or does not match its size (random bytes, a
+    truncated copy): those are logged once instead."""
     root = models_dir()
     if not root.is_dir():
         return []
     found = [p.relative_to(root).as_posix() for p in root.rglob(f"*{DISC_SUFFIX}")
-             if ".tmp" not in p.name and not p.name.endswith(RESUME_SUFFIX) and not _other_format(p)]
+             if ".tmp" not in p.name and not p.name.endswith(RESUME_SUFFIX) and _is_discriminator(p)]
     return sorted(found, key=str.lower)
 
 
-def _other_format(path: Path) -> bool:
+_UNREADABLE_SEEN: set = set()
+
+
+def _is_discriminator(path: Path) -> bool:
     from ...disc.formats import DISC_FORMAT, read_header_metadata
 
     try:
-        tag = read_header_metadata(path).get("format")
-    except (OSError, ValueError):
+        return read_header_metadata(path).get("format") == DISC_FORMAT
+    except (OSError, ValueError) as exc:
+        with contextlib.suppress(OSError):
+            key = (str(path), path.stat().st_mtime_ns)
+            if key not in _UNREADABLE_SEEN:  # once per file version, not on every refresh
+                _UNREADABLE_SEEN.add(key)
+                logging.getLogger("motionprompt").warning("MotionPrompt: %s is not listed: %s", path, exc)
         return False
-    return tag != DISC_FORMAT
 
 
 def resolve_discriminator(name: str) -> Path:

@@ -60,7 +60,8 @@ def load_disc(args: MotionPromptArgs, device) -> Discriminator:
         try:
             disc = load_discriminator(path, device)
         except CheckpointError as exc:
-            raise GuidanceUnavailable(str(exc)) from exc
+            hint = "; put discriminators (.safetensors) there or train one in the MotionPrompt tab" if not path.exists() else ""
+            raise GuidanceUnavailable(f"{exc}{hint}") from exc
         _MODEL_CACHE["disc"] = (key, disc)
     return disc
 

@@ -35,11 +35,28 @@ class _CheckboxGroup:
 
 
 def refresh_button(dropdown, tab: str):
-    from modules import ui_common
+    return refresh_keeping(dropdown, list_discriminators, default_discriminator, f"{tab}_motionprompt_refresh")
 
-    return ui_common.create_refresh_button(
-        dropdown, lambda: None, lambda: {"choices": list_discriminators()}, f"{tab}_motionprompt_refresh"
-    )
+
+def refreshed(current, choices: list[str], default) -> str | None:
+    """After 🔄: the pick stays while its file is still there; otherwise (nothing picked, or the file gone)
+    ``default(choices)``, so a file that appeared since start-up is selected without a second click."""
+    return current if current and current in choices else default(choices)
+
+
+def refresh_keeping(dropdown, list_choices, default, elem_id: str):
+    """A1111's 🔄 tool button (``ui_common.create_refresh_button`` re-reads the choices only, and cannot see the
+    current value) that also reads the dropdown, so it can keep the pick or choose ``default``."""
+    import gradio as gr
+    from modules import ui_common, ui_components
+
+    def refresh(current):
+        choices = list_choices()
+        return gr.update(choices=choices, value=refreshed(current, choices, default))
+
+    button = ui_components.ToolButton(value=getattr(ui_common, "refresh_symbol", "\U0001f504"), elem_id=elem_id)
+    button.click(fn=refresh, inputs=[dropdown], outputs=[dropdown])
+    return button
 
 
 def list_discriminators() -> list[str]:
@@ -59,8 +76,12 @@ def default_discriminator(choices: list[str]) -> str | None:
         return last
     if not choices:
         return None
-    root = paths.models_dir()
-    return max(choices, key=lambda name: _mtime(root / name))
+    return newest(choices, paths.models_dir())
+
+
+def newest(choices: list[str], root) -> str | None:
+    """The most recently written file of ``choices`` (names relative to ``root``): most likely the one just made."""
+    return max(choices, key=lambda name: _mtime(root / name)) if choices else None
 
 
 def remember_discriminator(name: str) -> None:
