@@ -60,11 +60,16 @@ lint: $(VENV)/.installed
 clean-venvs:
 	rm -rf $(VENV) $(A1) $(G4)
 
-# the paper's setting on a CUDA GPU: SD1.5-sized random model, 16 frames 512x512, 25 DDIM steps, fp16;
-# plain vs paper, fast and low_vram; writes outputs/bench-gpu.json and outputs/bench-gpu.md. Runs with
-# $(PYTHON) as it is: a GPU machine brings its own CUDA torch (+ diffusers, transformers)
+# the paper's setting on a CUDA GPU: SD1.5-sized random model, 16 frames 512x512, 25 DDIM steps, fp16. Plain vs
+# paper and fast on the three memory paths with RAFT-small (random weights: cost only), the same on the speed path
+# with the weight-free lk_pyramid, and the memory accounting at that size (outputs/bench-gpu-*.md/json; ~6 min on
+# an H200). Runs with $(PYTHON) as it is: a GPU machine brings its own CUDA torch (+ diffusers, transformers)
+GPU_JOB := --model sd15-random --device cuda --dtype fp16 --frames 16 --height 512 --width 512 --steps 25
 bench-gpu:
 	mkdir -p outputs
-	$(PYTHON) -m motionprompt bench --model sd15-random --device cuda --dtype fp16 --frames 16 --height 512 \
-		--width 512 --steps 25 --preset paper fast low_vram --repeat 2 \
-		--json-out outputs/bench-gpu.json --md-out outputs/bench-gpu.md
+	$(PYTHON) -m motionprompt bench $(GPU_JOB) --preset paper fast --memory speed balanced low \
+		--flow-backend preset --random-flow --json-out outputs/bench-gpu-raft.json --md-out outputs/bench-gpu-raft.md
+	$(PYTHON) -m motionprompt bench $(GPU_JOB) --preset paper fast --memory speed --flow-backend lk_pyramid \
+		--json-out outputs/bench-gpu-lk.json --md-out outputs/bench-gpu-lk.md
+	$(PYTHON) -m motionprompt bench $(GPU_JOB) --memory-accounting --accounting-sides 384 512 \
+		--json-out outputs/bench-gpu-memory.json

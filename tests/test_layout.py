@@ -114,7 +114,7 @@ def test_every_engine_setting_has_a_generate_flag():
             "--grad-clip", "1.5", "--window", "0.1", "0.9", "--every-k", "2", "--pairs", "2", "--gap", "2", "3",
             "--lambda-disc", "0.5", "--lambda-tv", "0.2", "--lambda-drift", "0.3", "--disc-loss", "non_saturating",
             "--x0-mode", "cfg", "--cond-after", "optimized", "--cond-before", "init_tokens", "--guidance-seed", "7",
-            "--unet-autocast", "bf16", "--grad-checkpointing", "--flow-backend", "lk_pyramid", "--flow-size", "64",
+            "--unet-autocast", "bf16", "--memory", "low", "--flow-backend", "lk_pyramid", "--flow-size", "64",
             "--flow-iters", "3"]
     cfg = _config_from_args(build_generate_parser().parse_args(argv))
     default = GuidanceConfig()
@@ -126,7 +126,8 @@ def test_every_engine_setting_has_a_generate_flag():
     options = {o for a in build_generate_parser()._actions for o in a.option_strings}
     assert set(needs_a_file.values()) <= options
     assert (cfg.flow.backend, cfg.flow.size, cfg.flow.iters) == ("lk_pyramid", 64, 3)
-    # a flag left out follows the preset (low_vram checkpoints), and --no-grad-checkpointing overrides it
+    # a flag left out follows the preset (low_vram takes the low-memory path), and --memory overrides it
     parse = build_generate_parser().parse_args
-    assert _config_from_args(parse(["--preset", "low_vram"])).grad_checkpointing is True
-    assert _config_from_args(parse(["--preset", "low_vram", "--no-grad-checkpointing"])).grad_checkpointing is False
+    assert _config_from_args(parse(["--preset", "low_vram"])).memory == "low"
+    assert _config_from_args(parse(["--preset", "low_vram", "--memory", "speed"])).memory == "speed"
+    assert _config_from_args(parse([])).memory == "auto"

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from .. import __version__
-from ..engine.config import PRESETS, preset
+from ..engine.config import MEMORY_MODES, PRESETS, preset
 from ..flow.policy import FlowMismatch, resolve_flow
 
 
@@ -39,8 +39,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--start-token", help="token file (token-train) to start from instead of --init-word; with "
                    "--inner-iters 0 it is used as it is (amortized, no inner loop)")
     g.add_argument("--unet-autocast", choices=["none", "fp16", "bf16"], help="autocast of the UNet call on CUDA")
-    g.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=None,
-                   help="non-reentrant checkpointing of the denoiser (low_vram preset: on)")
+    g.add_argument("--memory", choices=list(MEMORY_MODES),
+                   help="memory path of the inner loop: auto (default: the fastest that fits the free GPU memory), "
+                        "speed, balanced (UNet checkpointed), low (UNet and VAE decoder; the low_vram preset's)")
     f = p.add_argument_group("flow")
     f.add_argument("--flow-backend", help="flow backend (raft_small, raft_large, ...)")
     f.add_argument("--flow-size", type=int, help="short side of frames given to the flow network (multiple of 8)")
@@ -55,7 +56,7 @@ def _config_from_args(args):
         k: getattr(args, k)
         for k in ("n_tokens", "init_word", "inner_iters", "lr", "optimizer", "grad_clip", "every_k", "pairs",
                   "lambda_disc", "lambda_tv", "lambda_drift", "disc_loss", "x0_mode", "cond_after", "cond_before",
-                  "unet_autocast", "grad_checkpointing")
+                  "unet_autocast", "memory")
         if getattr(args, k, None) is not None
     }
     if args.window:
@@ -141,8 +142,7 @@ def run_generate(args, wrap_guide=None) -> dict:
         model = load_model(args.model, args.motion_adapter)
     args.prompt = args.prompt or default_prompt
     args.height, args.width = args.height or default_side, args.width or default_side
-    host = DiffusersVideoHost(model, args.prompt, args.negative, cfg.n_tokens, args.device,
-                              grad_checkpointing=cfg.grad_checkpointing)
+    host = DiffusersVideoHost(model, args.prompt, args.negative, cfg.n_tokens, args.device)
     common = {"steps": args.steps, "cfg_scale": args.cfg, "seed": args.seed, "num_frames": args.frames,
                   "height": args.height, "width": args.width}
     record: dict = {"version": __version__, "model": model.name, "prompt": args.prompt, "sampling": common,

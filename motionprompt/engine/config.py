@@ -15,6 +15,7 @@ COND_AFTER = ("original", "optimized")
 X0_MODES = ("cond", "cfg")
 OPTIMIZERS = ("adam", "nsgd")
 AUTOCAST = ("none", "fp16", "bf16")
+MEMORY_MODES = ("auto", "speed", "balanced", "low")  # auto, then the paths fastest first (memory_plan)
 
 
 @dataclass
@@ -69,7 +70,8 @@ class GuidanceConfig:
     flow: FlowSettings = field(default_factory=FlowSettings)
     # memory / speed
     unet_autocast: str = "none"
-    grad_checkpointing: bool = False
+    # which memory path the inner loop takes (``memory_plan``): auto = the fastest whose predicted peak fits
+    memory: str = "auto"
     sync_timing: bool = False  # cuda.synchronize around phases so the record's breakdown is exact
 
     def validate(self) -> GuidanceConfig:
@@ -89,6 +91,7 @@ class GuidanceConfig:
             (self.x0_mode in X0_MODES, f"x0_mode must be one of {X0_MODES}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
             (self.unet_autocast in AUTOCAST, f"unet_autocast must be one of {AUTOCAST}"),
+            (self.memory in MEMORY_MODES, f"memory must be one of {MEMORY_MODES}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -102,6 +105,9 @@ class GuidanceConfig:
     @classmethod
     def from_dict(cls, data: dict) -> GuidanceConfig:
         data = dict(data)
+        if "grad_checkpointing" in data:  # before the memory paths: checkpointing on was the balanced path
+            legacy = data.pop("grad_checkpointing")
+            data.setdefault("memory", "balanced" if legacy in (True, "True", "true", 1) else "auto")
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown guidance settings: {sorted(unknown)}")
@@ -119,11 +125,11 @@ PRESETS: dict[str, dict] = {
     "paper": {},
     # one iteration on every other guided step, cheaper flow
     "fast": {"inner_iters": 1, "every_k": 2, "flow": {"backend": "raft_small", "size": 128, "iters": 6}},
-    # fewer iterations, half-precision UNet, checkpointed UNet, small flow
+    # fewer iterations, half-precision UNet, the low-memory path (UNet and decoder checkpointed), small flow
     "low_vram": {
         "inner_iters": 2,
         "unet_autocast": "fp16",
-        "grad_checkpointing": True,
+        "memory": "low",
         "flow": {"backend": "raft_small", "size": 128, "iters": 8},
     },
 }

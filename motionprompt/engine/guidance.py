@@ -14,17 +14,20 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ..disc.checkpoint import Discriminator
 from ..flow.registry import FlowEstimator
-from . import schedule
+from . import memory_plan, schedule
+from .checkpointing import checkpointed
 from .config import GuidanceConfig
 from .host import GuidanceHost, PredictX0
 from .judge import decode_pairs, pair_flow
 from .losses import LossTerms, total_loss
+from .saved_bytes import SavedBytes
 
 log = logging.getLogger("motionprompt")
 
@@ -50,6 +53,10 @@ class StepRecord:
     times: dict[str, float] = field(default_factory=dict)
     peak_mem_bytes: int | None = None
     status: str = "ok"
+    memory_path: str = ""  # speed | balanced | low (``memory_plan``)
+    predicted_bytes: int | None = None  # what the plan predicted above the allocation at the step's start
+    saved_bytes: dict = field(default_factory=dict)  # first iteration's bytes kept for the backward, per phase
+    start_bytes: int | None = None  # CUDA: allocated when the step began
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,16 +69,22 @@ class GuidanceInterrupted(Exception):
 class _Timer:
     """Adds wall time per phase; with ``sync`` it waits for CUDA so the split is real."""
 
-    def __init__(self, times: dict, sync: bool):
+    #: forward phases -> the phase ``saved_bytes`` counts them under
+    SAVED: ClassVar[dict[str, str]] = {"encode": "text", "unet_forward": "unet", "vae_decode": "decode", "flow": "flow", "discriminator": "disc"}
+
+    def __init__(self, times: dict, sync: bool, saved: SavedBytes | None = None):
         self.times, self.sync = times, sync and torch.cuda.is_available()
+        self.saved = saved
 
     @contextlib.contextmanager
     def __call__(self, name: str):
         if self.sync:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
+        phase = self.saved.in_phase(self.SAVED[name]) if self.saved is not None and name in self.SAVED else None
         try:
-            yield
+            with phase or contextlib.nullcontext():
+                yield
         finally:
             if self.sync:
                 torch.cuda.synchronize()
@@ -123,6 +136,9 @@ class MotionGuide:
         self.disabled: str | None = None
         self._cond_opt: torch.Tensor | None = None
         self._cond_init: torch.Tensor | None = None
+        self.plan: memory_plan.Plan | None = None  # the last guided step's memory path
+        self._floor = 0  # index in memory_plan.PATHS below which auto no longer goes (after an out-of-memory)
+        self._scale: float | None = None  # measured / predicted saved bytes of this job, once measured
         # called as observe(step, predict_x0) after each optimized step (demo / bench measurements)
         self.observers: list[Callable[[int, PredictX0], None]] = []
 
@@ -143,7 +159,11 @@ class MotionGuide:
             return self._cond_opt if self.cfg.cond_after == "optimized" else self._original()
         except GuidanceInterrupted:
             return self._cond_opt if phase == "window" else self._original()
+        except GuidanceSkipped:
+            return None
         except Exception as exc:  # never break the user's generation
+            if _out_of_memory(exc) and self._lower_path(step):
+                return self._cond_opt if phase == "window" else self._original()
             self._fail(step, exc)
             return None
 
@@ -187,9 +207,25 @@ class MotionGuide:
                 self._cond_init = self.host.encode(self.tokens0).detach()
         return self._cond_init
 
+    def _lower_path(self, step: int) -> bool:
+        """After an out-of-memory under ``auto``: what the loop held is freed, this step goes on unguided and
+        the next guided steps take the next lower path. False when there is none (or the path was asked for)."""
+        path = self.plan.path if self.plan is not None else None
+        if self.cfg.memory != "auto" or path is None or path == memory_plan.PATHS[-1]:
+            return False
+        self._floor = memory_plan.PATHS.index(path) + 1
+        self.tokens.grad = None
+        if self.records and self.records[-1].step == step:
+            self.records[-1].status = f"out of memory on the {path} path; unguided, next steps lower"
+        log.warning("MotionPrompt: out of memory on the %s memory path at step %d; this step continues unguided, "
+                    "the next guided steps take the %s path", path, step, memory_plan.PATHS[self._floor])
+        _free_memory()
+        return True
+
     def _fail(self, step: int, exc: BaseException) -> None:
-        if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
-            reason = f"out of memory at step {step}; try fewer frame pairs or inner iterations (CLI: the low_vram preset)"
+        if _out_of_memory(exc):
+            reason = (f"out of memory at step {step} on the {self.plan.path if self.plan else '?'} memory path; "
+                      "try memory low, fewer frame pairs or inner iterations")
         else:
             reason = f"{type(exc).__name__} at step {step}: {exc}"
         self.disabled = reason
@@ -197,9 +233,7 @@ class MotionGuide:
             self.records[-1].status = f"error: {reason}"
         self._cond_opt = None
         log.warning("MotionPrompt guidance disabled, sampling continues without it: %s", reason)
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        _free_memory()
 
     def _autocast(self):
         mode = self.cfg.unet_autocast
@@ -219,16 +253,31 @@ class MotionGuide:
             return
         record = StepRecord(step, total_steps)
         self.records.append(record)
-        timer = _Timer(record.times, cfg.sync_timing)
         cuda = self.device.type == "cuda" and torch.cuda.is_available()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+            record.start_bytes = int(torch.cuda.memory_allocated(self.device))
+        try:
+            plan = self._choose_path(predict_x0)  # nothing fits: raised before any work is spent
+        except GuidanceSkipped as exc:
+            record.status = f"skipped: {exc}"
+            raise
+        record.memory_path, record.predicted_bytes = plan.path, plan.predicted.get(plan.path)
+        blocks = self._blocks(plan.path)
         t0 = time.perf_counter()
         opt = torch.optim.Adam([self.tokens], lr=cfg.lr) if cfg.optimizer == "adam" else None
         try:
-            for it in range(cfg.inner_iters):
-                if self.host.interrupted():
-                    record.status = "interrupted"
-                    raise GuidanceInterrupted
-                record.iterations.append(self._iteration(step, it, predict_x0, opt, timer))
+            with checkpointed(blocks):
+                for it in range(cfg.inner_iters):
+                    if self.host.interrupted():
+                        record.status = "interrupted"
+                        raise GuidanceInterrupted
+                    saved = SavedBytes() if it == 0 else None
+                    timer = _Timer(record.times, cfg.sync_timing, saved)
+                    record.iterations.append(self._iteration(step, it, predict_x0, opt, timer, plan.path == "low"))
+                    if saved is not None:
+                        record.saved_bytes = saved.to_dict()
+                        self._learn(plan, saved)
         finally:
             self.tokens.grad = None
             record.seconds = time.perf_counter() - t0
@@ -238,11 +287,40 @@ class MotionGuide:
             self._cond_opt = self.host.encode(self.tokens.detach()).detach()
         record.seconds = time.perf_counter() - t0
 
-    def _iteration(self, step: int, it: int, predict_x0: PredictX0, opt, timer: _Timer) -> IterationRecord:
+    def _choose_path(self, predict_x0: PredictX0) -> memory_plan.Plan:
+        shape = _job_shape(predict_x0, self.cfg)
+        free = memory_plan.free_bytes(self.device)
+        try:
+            plan = memory_plan.choose(self.cfg.memory, shape, free, floor=self._floor, scale=self._scale)
+        except MemoryError as exc:
+            self.disabled = str(exc)
+            log.warning("MotionPrompt guidance skipped, sampling continues without it: %s", exc)
+            raise GuidanceSkipped(str(exc)) from exc
+        if plan.path != "speed" and not hasattr(self.host, "checkpoint_blocks"):
+            plan.why = f"{plan.why}; this host has no checkpointing: ran as speed".lstrip("; ")
+            plan.path = "speed"
+        self.plan = plan
+        return plan
+
+    def _learn(self, plan: memory_plan.Plan, saved: SavedBytes) -> None:
+        """This job's measured bytes (UNet + decode) against the table's prediction for the path that ran."""
+        predicted = plan.predicted.get(plan.path)
+        measured = saved.bytes.get("unet", 0) + saved.bytes.get("decode", 0)
+        plan.measured = dict(saved.bytes)
+        if predicted and measured:
+            self._scale = measured / (predicted / (self._scale or 1.0))
+
+    def _blocks(self, path: str) -> list[nn.Module]:
+        if path == "speed" or not hasattr(self.host, "checkpoint_blocks"):
+            return []
+        return list(self.host.checkpoint_blocks(decoder=path == "low"))
+
+    def _iteration(self, step: int, it: int, predict_x0: PredictX0, opt, timer: _Timer,
+                   one_frame_at_a_time: bool = False) -> IterationRecord:
         cfg = self.cfg
-        with torch.enable_grad():
+        with torch.enable_grad(), (timer.saved.active() if timer.saved is not None else contextlib.nullcontext()):
             terms, pairs = token_loss(self.host, self.tokens, self.tokens0, predict_x0, self.flow, self.disc, cfg, step,
-                                      it, timer, self._autocast)
+                                      it, timer, self._autocast, one_frame_at_a_time)
             with timer("backward"):
                 (grad,) = torch.autograd.grad(terms.total, [self.tokens])
         grad_norm = float(grad.norm())
@@ -263,18 +341,27 @@ def _no_timer(_name: str):
 
 def token_loss(host: GuidanceHost, tokens: torch.Tensor, tokens0: torch.Tensor, predict_x0: PredictX0, flow, disc,
                cfg: GuidanceConfig, step: int, iteration: int, timer=_no_timer,
-               autocast=contextlib.nullcontext) -> tuple[LossTerms, list[tuple[int, int]]]:
+               autocast=contextlib.nullcontext, one_frame_at_a_time: bool = False
+               ) -> tuple[LossTerms, list[tuple[int, int]]]:
     """The MotionPrompt loss of ``tokens`` at one sampling step: prompt + tokens -> text encoder -> x0 of every
     frame -> decode the frames of ``cfg.pairs`` random pairs (from ``cfg.seed``, ``step``, ``iteration``) ->
     flow -> D -> loss terms. Per-sample guidance (one inner iteration) and amortized token training (one
-    (prompt, seed, step) of a batch) both run exactly this; gradients flow back to ``tokens``."""
+    (prompt, seed, step) of a batch) both run exactly this; gradients flow back to ``tokens``.
+
+    A predictor with ``frame_count`` is told which frames the pairs score (``predict_x0(cond, frames)``): a host
+    with context windows runs only the windows those frames come from (the pairs are the same either way)."""
     with timer("encode"):
         cond = host.encode(tokens)
+    count = getattr(predict_x0, "frame_count", None)
     with timer("unet_forward"), autocast():
-        x0 = predict_x0(cond)
-    pairs = schedule.sample_pairs(cfg, x0.shape[0], step, iteration)
+        if count:
+            pairs = schedule.sample_pairs(cfg, count, step, iteration)
+            x0 = predict_x0(cond, sorted({f for p in pairs for f in p}))
+        else:
+            x0 = predict_x0(cond)
+            pairs = schedule.sample_pairs(cfg, x0.shape[0], step, iteration)
     with timer("vae_decode"):
-        a, b = decode_pairs(host, x0, pairs)
+        a, b = decode_pairs(host, x0, pairs, one_frame_at_a_time)
     device_type = tokens.device.type
     with timer("flow"), torch.autocast(device_type, enabled=False):
         flow_norm = pair_flow(flow, a, b)
@@ -299,6 +386,30 @@ def token_step(tokens: torch.Tensor, tokens0: torch.Tensor, grad: torch.Tensor, 
         elif grad_norm > 0:
             scale = tokens0.norm(dim=-1).mean()
             tokens -= cfg.lr * scale * grad / grad_norm
+
+
+class GuidanceSkipped(Exception):
+    """No memory path fits: the step (and guidance) goes on without any work spent."""
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _job_shape(predict_x0: PredictX0, cfg: GuidanceConfig) -> memory_plan.JobShape | None:
+    """What the predictor says about the UNet call it makes (``shape_hint``: frames with grad, latent h*w,
+    element size), with the frames decoded per iteration from the settings."""
+    hint = getattr(predict_x0, "shape_hint", None)
+    if hint is None:
+        return None
+    grad_frames, latent_pixels, element_size = hint(cfg.pairs)
+    return memory_plan.JobShape(grad_frames, latent_pixels, min(2 * cfg.pairs, grad_frames), element_size)
 
 
 def _finite(v: float) -> bool:

@@ -31,6 +31,17 @@ class GuidanceHost(Protocol):
         """True when the user pressed Interrupt/Skip; checked between inner iterations."""
 
 
+class CheckpointingHost(Protocol):
+    """Optional: a host that names the modules to checkpoint on the balanced and low memory paths
+    (``checkpointing.find_blocks`` over its UNet, motion modules and, with ``decoder``, its VAE decoder)."""
+
+    def checkpoint_blocks(self, decoder: bool) -> list:
+        ...
+
+
 #: Per-step closure from the host: conditioning -> clean-latent estimate x0 of *all* frames,
 #: [F, C, h, w], for the current latent and timestep, differentiable w.r.t. the conditioning.
+#: Optional attributes: ``frame_count`` (then it is called ``predict(cond, frames)`` with the frames the loss
+#: reads, and may leave the others out of its UNet call) and ``shape_hint(pairs) -> (frames run with
+#: gradients, latent h * w, element size)`` for the memory plan.
 PredictX0 = Callable[[torch.Tensor], torch.Tensor]

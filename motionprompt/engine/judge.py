@@ -28,11 +28,17 @@ def pair_logits(disc, flow, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return disc(pair_flow(flow, a, b)).float()
 
 
-def decode_pairs(host, x0: torch.Tensor, pairs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode only the frames the pairs use (once each) and return the (earlier, later) batches."""
+def decode_pairs(host, x0: torch.Tensor, pairs, one_at_a_time: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode only the frames the pairs use (once each) and return the (earlier, later) batches.
+
+    ``one_at_a_time`` (the low-memory path): one decoder call per frame, so with the decoder's blocks
+    checkpointed only one frame's block is ever being computed or recomputed."""
     idx = sorted({i for p in pairs for i in p})
     where = {f: k for k, f in enumerate(idx)}
-    frames = host.decode(x0[idx]).float()
+    if one_at_a_time:
+        frames = torch.cat([host.decode(x0[i : i + 1]).float() for i in idx])
+    else:
+        frames = host.decode(x0[idx]).float()
     return frames[[where[p[0]] for p in pairs]], frames[[where[p[1]] for p in pairs]]
 
 

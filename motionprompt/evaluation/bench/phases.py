@@ -88,11 +88,14 @@ class SpyHost:
     def predictor(self, latents, t, cfg_scale, x0_mode):
         predict = self._host.predictor(latents, t, cfg_scale, x0_mode)
 
-        def wrapped(cond):
-            x0 = predict(cond)
+        def wrapped(cond, *frames):
+            x0 = predict(cond, *frames)
             self._spy.watch(x0, "x0")
             return x0
 
+        for name in ("frame_count", "shape_hint"):  # what the engine reads off a predictor (engine/host.py)
+            if hasattr(predict, name):
+                setattr(wrapped, name, getattr(predict, name))
         return wrapped
 
 

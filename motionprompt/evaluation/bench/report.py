@@ -36,6 +36,19 @@ def format_report(r: dict) -> str:
             f"{_gib(g['delta_bytes'])} | {dmem} | {g['steps_guided']} x {g['config']['inner_iters']} | "
             f"{g['guidance_seconds']:.2f} | {share} | {drop} | {g['projected_time_ratio_at_25_steps']:.2f} |")
     names = list(r["runs"])
+    lines += ["", "memory of the inner loop (GiB; kept = bytes one iteration keeps for its backward, counted by "
+                  "engine.saved_bytes; predicted = the memory plan's, above the step's start; step peak = measured "
+                  "above the step's start, CUDA only):",
+              "| run | path | kept: UNet | decode | all | predicted | step peak | run peak |", "|---|---|---|---|---|---|---|---|"]
+    for n in names:
+        g = r["runs"][n]
+        kept = (g.get("saved_bytes") or {}).get("bytes", {})
+        cells = [_gib(kept[k]) if k in kept else "-" for k in ("unet", "decode")]
+        total = _gib(sum(kept.values())) if kept else "-"
+        pred = _gib(g["predicted_bytes"]) if g.get("predicted_bytes") else "-"
+        step = _gib(g["step_peak_above_start"]) if g.get("step_peak_above_start") is not None else "-"
+        lines.append(f"| {n} | {g.get('memory_path') or '-'} | {cells[0]} | {cells[1]} | {total} | {pred} | {step} | "
+                     f"{_gib(g['peak_bytes'])} |")
     lines += ["", f"one inner iteration in plain step-costs (1 step-cost = {r['plain'].get('best_seconds', 0) / j['steps']:.3f} s, "
                   "the plain sampler's [cond; uncond] step at this job):",
               "| phase | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]

@@ -22,7 +22,7 @@ from ...engine.config import PRESETS
 from .costs import add_ratios
 from .memory import MemoryMeter, trim_memory
 from .phases import GradientSpy, SpyHost, SpyModule, phase_times
-from .settings import BenchSettings, build_model, guidance_config
+from .settings import BenchSettings, build_model, guidance_config, run_names
 
 
 def _timed_sample(host, guide, job: dict, device: torch.device, probe_times: list[float] | None = None) -> dict:
@@ -75,14 +75,15 @@ def _keep_fastest(best: dict | None, new: dict) -> dict:
     return keep
 
 
-def _guided_once(name: str, s: BenchSettings, model, job: dict, device: torch.device, ckpt, log) -> dict:
+def _guided_once(run_name: str, name: str, memory: str | None, s: BenchSettings, model, job: dict,
+                 device: torch.device, ckpt, log) -> dict:
     from ...disc.models import build_discriminator
     from ...engine.guidance import MotionGuide
     from ...flow.registry import build_flow
     from ...hosts.diffusers.host import DiffusersVideoHost
 
-    cfg = guidance_config(name, s, ckpt.flow if ckpt else None)
-    host = DiffusersVideoHost(model, s.prompt, "", cfg.n_tokens, device, grad_checkpointing=cfg.grad_checkpointing)
+    cfg = guidance_config(name, s, ckpt.flow if ckpt else None, memory)
+    host = DiffusersVideoHost(model, s.prompt, "", cfg.n_tokens, device)
     flow = build_flow(cfg.flow, s.flow_weights, allow_random=s.random_flow).to(device)
     torch.manual_seed(s.seed)
     if ckpt is not None:
@@ -99,16 +100,29 @@ def _guided_once(name: str, s: BenchSettings, model, job: dict, device: torch.de
         _install_probe(guide, after, probe_times)
     run = _timed_sample(SpyHost(host, spy), guide, job, device, probe_times)
     phases, guidance = phase_times(guide, spy)
+    steps_peak = [r.peak_mem_bytes for r in guide.records if r.peak_mem_bytes is not None]
+    if steps_peak:  # each guided step resets CUDA's peak to measure its own: the run's peak is the larger
+        run["peak_bytes"] = max(run["peak_bytes"], *steps_peak)
+        run["delta_bytes"] = max(0, run["peak_bytes"] - run["start_bytes"])
     summary = guide.summary()
     done = [r for r in guide.records if r.iterations]
     first = [r.iterations[0].disc for r in done]
     last = [r.iterations[-1].disc for r in done]
     drops = [r.iterations[0].disc - after[r.step] for r in done if r.step in after]
+    paths = sorted({r.memory_path for r in done})
+    saved = [r.saved_bytes for r in done if r.saved_bytes]
+    predicted = [r.predicted_bytes for r in done if r.predicted_bytes]
     run.update({
         "preset": name,
+        "run": run_name,
+        "memory_path": "/".join(paths) or None,
+        "saved_bytes": saved[0] if saved else None,  # the first guided step's first iteration, per phase
+        "predicted_bytes": predicted[0] if predicted else None,  # the plan's prediction above the step's start
+        "step_peak_above_start": max((r.peak_mem_bytes - r.start_bytes for r in done
+                                      if r.peak_mem_bytes is not None and r.start_bytes is not None), default=None),
         "config": {"inner_iters": cfg.inner_iters, "every_k": cfg.every_k, "window": [cfg.window_start, cfg.window_end],
                    "flow": cfg.flow.to_dict(), "unet_autocast": cfg.unet_autocast,
-                   "grad_checkpointing": cfg.grad_checkpointing, "x0_mode": cfg.x0_mode},
+                   "memory": cfg.memory, "x0_mode": cfg.x0_mode},
         "guidance_seconds": guidance,
         "sampling_seconds": run["seconds"] - guidance,
         "steps_guided": summary["steps_guided"],
@@ -129,7 +143,8 @@ def _guided_once(name: str, s: BenchSettings, model, job: dict, device: torch.de
         "d_score_last": summary["d_score_last"],
         "guided_steps_at_25": len(schedule.guided_steps(cfg, 25)),
     })
-    log(f"{name}: {run['seconds']:.2f} s, guidance {guidance:.2f} s, peak {run['peak_bytes'] / 2**30:.2f} GiB")
+    log(f"{run_name}: {run['seconds']:.2f} s, guidance {guidance:.2f} s, peak {run['peak_bytes'] / 2**30:.2f} GiB, "
+        f"memory path {run['memory_path']}")
     del guide, flow, host
     trim_memory()
     return run
@@ -173,8 +188,7 @@ def run_bench(s: BenchSettings, log=print) -> dict:
         sample(plain_host, None, **{**job, "steps": 2})
         warm_cfg = guidance_config(s.presets[0], s, ckpt.flow if ckpt else None)
         warm_cfg.inner_iters, warm_cfg.window_start, warm_cfg.window_end = 1, 0.0, 1.0
-        warm_host = DiffusersVideoHost(model, s.prompt, "", warm_cfg.n_tokens, device,
-                                       grad_checkpointing=warm_cfg.grad_checkpointing)
+        warm_host = DiffusersVideoHost(model, s.prompt, "", warm_cfg.n_tokens, device)
         torch.manual_seed(s.seed)
         warm_disc = ckpt if ckpt is not None else build_discriminator("cnn").to(device)
         warm_flow = build_flow(warm_cfg.flow, s.flow_weights, allow_random=s.random_flow).to(device)
@@ -194,15 +208,16 @@ def run_bench(s: BenchSettings, log=print) -> dict:
         if s.repeat > 1:
             log(f"repeat {rep + 1}/{s.repeat}")
         plain = _keep_fastest(plain, plain_once())
-        for name in s.presets:
-            runs[name] = _keep_fastest(runs.get(name), _guided_once(name, s, model, job, device, ckpt, log))
+        for run_name, name, memory in run_names(s):
+            runs[run_name] = _keep_fastest(runs.get(run_name),
+                                           _guided_once(run_name, name, memory, s, model, job, device, ckpt, log))
     assert plain is not None
     # every guided run also does the whole plain sampling work: the fastest execution of that work seen
     # anywhere is the steadiest estimate of the plain cost on a shared, noisy CPU
     plain["best_seconds"] = min([plain["seconds"], *(r["sampling_seconds"] for r in runs.values())])
     for run in runs.values():
         add_ratios(run, plain)
-        log(f"{run['preset']}: {run['seconds']:.2f} s (x{run['time_ratio']:.2f}), {run['steps_guided']} steps guided, "
+        log(f"{run['run']}: {run['seconds']:.2f} s (x{run['time_ratio']:.2f}), {run['steps_guided']} steps guided, "
             f"UNet share {100 * (run['unet_share'] or 0):.0f}%")
 
     result = {
@@ -223,8 +238,8 @@ def run_bench(s: BenchSettings, log=print) -> dict:
         "runs": runs,
         "notes": notes,
     }
-    if "paper" in runs and "fast" in runs:
-        p, f = runs["paper"], runs["fast"]
+    p, f = (runs.get(n) or runs.get(f"{n}:speed") for n in ("paper", "fast"))
+    if p is not None and f is not None:
         result["fast_vs_paper"] = {
             "time_ratio_fast": f["time_ratio"],
             "time_ratio_paper": p["time_ratio"],

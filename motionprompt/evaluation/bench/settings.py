@@ -26,6 +26,7 @@ class BenchSettings:
     device: str = "cpu"
     dtype: str = "auto"  # auto = fp16 on CUDA, fp32 on CPU
     presets: list[str] = field(default_factory=lambda: ["paper"])
+    memory: list[str] = field(default_factory=list)  # memory paths to run each preset on; empty: the preset's own
     steps: int | None = None  # None: DEFAULT_JOBS for (model, device)
     frames: int | None = None
     height: int | None = None
@@ -70,8 +71,17 @@ def build_model(name: str, device: torch.device, dtype: str = "auto"):
     return model, dtype
 
 
-def guidance_config(name: str, s: BenchSettings, disc_flow=None) -> GuidanceConfig:
+def run_names(s: BenchSettings) -> list[tuple[str, str, str | None]]:
+    """(run name, preset, memory path or None) for every guided run: ``paper`` or, with --memory, ``paper:low``."""
+    if not s.memory:
+        return [(name, name, None) for name in s.presets]
+    return [(f"{name}:{mem}", name, mem) for name in s.presets for mem in s.memory]
+
+
+def guidance_config(name: str, s: BenchSettings, disc_flow=None, memory: str | None = None) -> GuidanceConfig:
     cfg = preset(name)
+    if memory:
+        cfg.memory = memory
     # the engine's flow policy: a checkpoint's flow wins; --flow-backend only picks the flow when there is
     # no checkpoint (a random D); --flow-size/--flow-iters are explicit requests (a note if they differ from D)
     fallback = FlowSettings(s.flow_backend or cfg.flow.backend, cfg.flow.size, cfg.flow.iters)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ...engine.checkpointing import DECODER_BLOCKS, UNET_BLOCKS, find_blocks
 from ...engine.diffusion import predicted_x0
 from ...engine.host import PredictX0
 from .models import VideoModel
@@ -30,7 +31,6 @@ class DiffusersVideoHost:
         n_tokens: int = 1,
         device: str | torch.device = "cpu",
         freeze_weights: bool = True,
-        grad_checkpointing: bool = False,
     ):
         self.model = model
         self.device = torch.device(device)
@@ -39,10 +39,6 @@ class DiffusersVideoHost:
             m.to(self.device)
             if freeze_weights:
                 m.requires_grad_(False)
-        if grad_checkpointing:
-            model.unet.enable_gradient_checkpointing()  # diffusers uses non-reentrant checkpointing
-        elif getattr(model.unet, "gradient_checkpointing", False):
-            model.unet.disable_gradient_checkpointing()
         tok = model.tokenizer
         ids, self._start = layout(tok, tok.ids(prompt), n_tokens)
         self._ids = torch.tensor([ids], device=self.device)
@@ -67,6 +63,13 @@ class DiffusersVideoHost:
 
     def interrupted(self) -> bool:
         return self.interrupt_flag
+
+    def checkpoint_blocks(self, decoder: bool) -> list:
+        """Every resnet, attention and motion module of the UNet (and of the VAE decoder): the memory paths."""
+        blocks = find_blocks([self.model.unet], UNET_BLOCKS)
+        if decoder:
+            blocks += find_blocks([getattr(self.model.vae, "decoder", None)], DECODER_BLOCKS)
+        return blocks
 
     # ------------------------------------------------------------- sampling helpers
     def _encode_ids(self, ids: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
@@ -112,6 +115,8 @@ class DiffusersVideoHost:
             x0 = predicted_x0(latents.to(dt), out.to(dt), alpha_bar, ptype)
             return x0[0].permute(1, 0, 2, 3)  # [1, C, F, h, w] -> [F, C, h, w]
 
+        _b, _c, frames, h, w = latents.shape
+        predict.shape_hint = lambda _pairs: (frames, h * w, torch.empty((), dtype=self.model.unet.dtype).element_size())
         return predict
 
     def cfg_eps(self, latents: torch.Tensor, t, cond: torch.Tensor, cfg_scale: float) -> torch.Tensor:
