@@ -636,6 +636,7 @@ def test_result_line_measures_the_change_on_the_same_pairs(webui):
     """One inner iteration: first and last iteration are the same number, so the line reports D on the same
     frame pairs before and after each step instead. The report has a peak-RSS figure on CPU and labelled axes."""
     import json
+    import re
     import resource
 
     p, _ = webui.generate({**MP, "inner_iters": 1, "lr": 0.5}, AD)
@@ -647,7 +648,13 @@ def test_result_line_measures_the_change_on_the_same_pairs(webui):
     firsts = [s["iterations"][0]["d_score"] for s in data["steps"] if s["iterations"]]
     assert summary["d_same_pairs_before"] == pytest.approx(sum(firsts) / len(firsts))
     assert summary["d_same_pairs_after"] != pytest.approx(summary["d_same_pairs_before"], abs=1e-7)
-    assert f"{summary['d_same_pairs_before']:.3f}->{summary['d_same_pairs_after']:.3f}" in text
+    printed = re.search(r"each step ([\d.]+)->([\d.]+) \(([-+][\d.e-]+); higher after (\d+) of (\d+) steps?\)", text)
+    assert printed, text  # as many decimals as the change needs (issue 26: "0.109->0.109 (+0.0000)")
+    half = 0.51 * 10 ** -len(printed[1].split(".")[1])
+    assert float(printed[1]) == pytest.approx(summary["d_same_pairs_before"], abs=half)
+    assert float(printed[2]) == pytest.approx(summary["d_same_pairs_after"], abs=half)
+    assert float(printed[3]) == pytest.approx(summary["d_same_pairs_after"] - summary["d_same_pairs_before"], rel=0.05)
+    assert 0 <= int(printed[4]) <= int(printed[5]) == summary["steps_guided"]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     assert 0 < summary["peak_rss_bytes"] <= peak and 0 <= summary["peak_rss_growth_bytes"] <= summary["peak_rss_bytes"]
     page = Path(report).read_text(encoding="utf-8")

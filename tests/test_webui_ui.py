@@ -48,8 +48,8 @@ def test_accordion_controls_follow_the_args_order_with_unique_ids(ui_env):
     assert args.inner_iters is None and args.window_start is None  # equal to the preset's: they follow it
     cfg = args.engine_config(0, None)[0]
     assert (cfg.inner_iters, cfg.window_start, cfg.every_k) == (3, 0.16, 1)
-    keys = [k for _c, k in info if isinstance(k, str)]  # enabled and discriminator paste through callables
-    assert len(keys) == len(names) - 2 and all(k.startswith("MotionPrompt ") for k in keys)
+    keys = [k for _c, k in info if isinstance(k, str)]  # enabled, discriminator and token paste through callables
+    assert len(keys) == len(names) - 3 and all(k.startswith("MotionPrompt ") for k in keys)
     assert [c for c, _k in info] == txt  # every control is restored by a paste
 
 

@@ -20,7 +20,7 @@ import logging
 
 import torch
 
-from ...amortized.token_file import TokenFile, TokenFileError, load_token
+from ...amortized.token_file import TokenFile, TokenFileError, file_sha256, load_token
 from . import animatediff, embeddings, flavour
 from . import run as runs
 from .args import INFOTEXT_KEY, MotionPromptArgs
@@ -30,6 +30,7 @@ from .tokens import TokenBudgetError, build_encoder
 log = logging.getLogger("motionprompt")
 
 _RUNS: list[AmortizedRun] = []
+TI_HASHES = "TI hashes"  # A1111's infotext key for the embeddings a prompt used (sd_hijack_clip.py)
 
 
 class AmortizedUnavailable(Exception):
@@ -115,8 +116,29 @@ class AmortizedRun:
         text = self.result_text()
         runs.report(self.p, text)
         if self.steps and not self.problem:
+            self._add_ti_hash()
             self._measure(images)
         return text
+
+    def _add_ti_hash(self) -> None:
+        """The ``TI hashes`` entry A1111 writes when the token's name is typed (``sd_hijack_clip``: ``name: shorthash``,
+        the first 12 hex digits of the file's SHA-256, new entries first), so the infotext names the embedding
+        either way. Written after the host merged its own entries (``process_images_inner`` copies the hijack's
+        after ``process_batch``), so a typed embedding's entry stays beside ours."""
+        from modules import shared
+
+        if not getattr(shared.opts, "textual_inversion_add_hashes_to_infotext", True) or not self.token.path:
+            return
+        try:
+            short = file_sha256(self.token.path)[:12]
+        except OSError as exc:
+            log.info("MotionPrompt: no TI hash for the amortized token (%s)", exc)
+            return
+        entry = f"{self.token.name.replace(':', '').replace(',', '')}: {short}"
+        existing = self.p.extra_generation_params.get(TI_HASHES)
+        listed = [e.strip() for e in existing.split(",")] if existing else []
+        if entry not in listed:
+            self.p.extra_generation_params[TI_HASHES] = ", ".join([entry, *listed])
 
     def _measure(self, images) -> None:
         """The clip's metrics (and D score, with a discriminator selected) like a guided clip's: XYZ plots of

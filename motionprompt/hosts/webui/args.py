@@ -185,17 +185,28 @@ class MotionPromptArgs:
 
     # ------------------------------------------------------------------ infotext
     def to_infotext(self) -> str:
-        """``key: value, ...``: discriminator, preset and the explicit values only (short, like adetailer).
-        Pasting it back expands it with ``paste_values``."""
+        """``key: value, ...``: discriminator, preset and the explicit values only (short, like adetailer), and
+        only what the mode uses (``applies``). Pasting it back expands it with ``paste_values``."""
         defaults = MotionPromptArgs()
         parts = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "enabled" or value is None:
+            if f.name == "enabled" or value is None or not self.applies(f.name):
+                continue
+            if f.name == "discriminator" and not value:  # none picked (its paste: ui._paste_file)
                 continue
             if f.name in ("discriminator", "preset") or value != getattr(defaults, f.name):
                 parts.append(f"{f.name}: {_format(value)}")
         return ", ".join(parts)
+
+    def applies(self, name: str) -> bool:
+        """Whether a field does anything in this mode. Amortized has no inner loop: no preset, no engine settings,
+        no pair seed, no token level; a discriminator (and its flow) only measures the clip."""
+        if self.mode != "amortized" or name in ("mode", "token", "discriminator"):
+            return True
+        if name in ("flow_backend", "flow_size", "flow_iters"):
+            return bool(self.discriminator)
+        return name not in ("preset", "seed", "token_level", *PRESET_FIELDS)
 
     @staticmethod
     def preset_values(name: str) -> dict:

@@ -84,21 +84,31 @@ def build(tab: str, list_discriminators, refresh_button, accordion, status: str 
     comps["preset"].input(fn=lambda name: [gr.update(value=v) for v in _ordered(preset_values(name), advanced)],
                           inputs=[comps["preset"]], outputs=[comps[n] for n in advanced])
     ordered = [comps[name] for name in MotionPromptArgs.field_names()]
-    disc_key = f"{INFOTEXT_KEY} discriminator"
-
-    def paste_discriminator(params: dict):
-        """A discriminator added after start-up is not among the dropdown's choices yet: refresh them with it."""
-        name = params.get(disc_key)
-        if not name:
-            return None
-        return gr.update(value=name, choices=sorted({*list_discriminators(), name}, key=str.lower))
-
-    infotext = [(enabled, lambda d: INFOTEXT_KEY in d), (comps["discriminator"], paste_discriminator)]
-    infotext += [(comps[n], f"{INFOTEXT_KEY} {n}") for n in MotionPromptArgs.field_names()
-                 if n not in ("enabled", "discriminator")]
+    # an amortized job without a discriminator measured no D score: its paste clears the pick, so the pasted job
+    # is the same job (the infotext leaves out what a mode does not use: MotionPromptArgs.applies)
+    files = {"discriminator": _paste_file(gr, "discriminator", list_discriminators,
+                                          clear=lambda d: d.get(f"{INFOTEXT_KEY} mode") == "amortized"),
+             "token": _paste_file(gr, "token", token_ui.list_tokens)}
+    infotext = [(enabled, lambda d: INFOTEXT_KEY in d)]
+    infotext += [(comps[n], files.get(n, f"{INFOTEXT_KEY} {n}")) for n in MotionPromptArgs.field_names() if n != "enabled"]
     for c in ordered:
         c.do_not_save_to_config = c is not comps["discriminator"] and c is not enabled
     return ordered, infotext
+
+
+def _paste_file(gr, name: str, list_files, clear=lambda params: False):
+    """Paste into a file dropdown: a file added after start-up is not among its choices yet, and a dropdown that
+    started empty takes no pasted string at all (the WebUI converts with ``type(value)``): set both. Without a
+    file in the infotext the dropdown stays as it is, or is emptied where ``clear(params)``."""
+    key = f"{INFOTEXT_KEY} {name}"
+
+    def paste(params: dict):
+        value = params.get(key)
+        if not value:
+            return gr.update(value=None) if INFOTEXT_KEY in params and clear(params) else None
+        return gr.update(value=value, choices=sorted({*list_files(), value}, key=str.lower))
+
+    return paste
 
 
 def _ordered(values: dict, names: list[str]) -> list:
