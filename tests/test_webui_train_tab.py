@@ -145,3 +145,38 @@ def test_default_generated_folder_counts_each_animatediff_video_once(webui, tmp_
     clips, skipped = find_clips([default])
     assert [(c.kind, c.name) for c in clips] == [("frames", f"{k:05}-{99 + k}") for k in (1, 2, 3)]
     assert len(skipped) == 3 and all(s.path.endswith(".gif") and "same video" in s.reason for s in skipped)
+
+
+def test_tab_shows_what_it_counted_and_the_split_and_keeps_expected_copies_out_of_the_skip_list(webui, tmp_path,
+                                                                                                  monkeypatch):
+    """Issue 26: the tab never said how many clips it counted or which went to validation, and its Skipped files
+    box held one expected line per GIF + frame folder pair, burying real skips."""
+    import re
+
+    from motionprompt.hosts.webui import train_tab
+
+    generated = tmp_path / "AnimateDiff"
+    _animatediff_outputs(generated, 3)
+    (generated / "broken.mp4").write_text("not a video")  # a real problem: it must stay visible
+    args = _args(webui.real, out="counted", steps=6)
+    args[1] = str(generated)
+    during, original = [], train_tab.TrainJob._progress
+
+    def spy(self, step, total, metrics, eta):  # what the page would show at each training step
+        original(self, step, total, metrics, eta)
+        if metrics.get("phase") == "train":
+            during.append(train_tab.status_html(self))
+
+    monkeypatch.setattr(train_tab.TrainJob, "_progress", spy)
+    views = list(train_tab.start_training(*args))
+    status, _plot, _samples, skipped = views[-1]
+    assert "Done</b> at step 6/6" in status, status
+    assert "Data: 2 real clip(s), 3 generated clip(s)" in status, status
+    found = re.search(r"Validation clips: (\d+) of 5</summary><p>([^<]*)</p>", status)
+    assert found and int(found[1]) == len(found[2].split(", ")) >= 1, status
+    assert "training samples" in status and "validation samples" in status
+    assert during and all("Data: 2 real clip(s)" in s for s in during), during[:1]  # while it trains, not only after
+    lines = skipped.splitlines()
+    assert [line for line in lines if ".gif" in line] == [], lines  # the GIF copies are not listed one by one
+    assert any("broken.mp4" in line for line in lines) and lines[-1].startswith("3 video file(s) not used again")
+    assert len(lines) == 2, lines

@@ -10,6 +10,7 @@ import time
 
 from ..engine.config import FlowSettings
 from ..engine.records import num
+from ..training.clips import skip_lines
 from ..training.corruptions import CORRUPTIONS
 
 _DEFAULT_ITERS = {"lk_pyramid": 6}  # RAFT: 12 (torchvision's default)
@@ -190,8 +191,8 @@ def run_train(args) -> int:
     d = result.data
     print(f"data: {d.get('real_clips', 0)} real clip(s), {d.get('generated_clips', 0)} generated clip(s); "
           f"samples {d.get('samples', {})}; validation clips: {', '.join(d.get('val_clips', [])) or '-'}")
-    for s in result.skipped:
-        print(f"skipped: {s.path}: {s.reason}")
+    for line in skip_lines(result.skipped):
+        print(f"skipped: {line}")
     print(f"flows: {result.cache['computed']} shard(s) computed, {result.cache['reused']} reused "
           f"({result.flow_seconds:.1f} s) in {result.cache['folder']}")
     if result.interrupted and result.checkpoint is None:

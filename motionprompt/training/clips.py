@@ -31,9 +31,21 @@ class ClipError(ValueError):
 class Skipped:
     path: str
     reason: str
+    expected: bool = False  # nothing wrong: another copy of a video that is used (``one_per_video``)
 
     def to_dict(self) -> dict:
         return {"path": self.path, "reason": self.reason}
+
+
+def skip_lines(skipped: list[Skipped]) -> list[str]:
+    """``path: reason`` for each file that could not be used, and one line for the expected copies (AnimateDiff
+    saves each video as GIF/MP4 *and* a frame folder: one line per pair would bury the real problems)."""
+    lines = [f"{s.path}: {s.reason}" for s in skipped if not s.expected]
+    copies = sum(s.expected for s in skipped)
+    if copies:
+        lines.append(f"{copies} video file(s) not used again: the same video as a frame folder or another format "
+                     "that is used (each video counts once)")
+    return lines
 
 
 @dataclass(frozen=True)
@@ -144,8 +156,8 @@ def one_per_video(clips: list[Clip], skipped: list[Skipped]) -> tuple[list[Clip]
         else:
             dropped.append(clip)
     by_key = {clip_identity(c): c for c in kept.values()}
-    skipped = skipped + [Skipped(c.path, f"same video as {by_key[clip_identity(c)].path} (another format); used once")
-                         for c in dropped]
+    skipped = skipped + [Skipped(c.path, f"same video as {by_key[clip_identity(c)].path} (another format); used once",
+                                 expected=True) for c in dropped]
     return [c for c in clips if kept.get(clip_identity(c)) is c], skipped
 
 

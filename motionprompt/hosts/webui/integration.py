@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from . import amortized
+from . import amortized, logs
 from . import run as runs
 from .args import INFOTEXT_KEY, MODES, WEBUI_PRESETS, XYZ_ATTR, MotionPromptArgs
 
@@ -20,6 +20,7 @@ SECTION = ("motionprompt", "MotionPrompt")
 def register() -> None:
     from modules import script_callbacks
 
+    logs.setup()  # "MotionPrompt" once per console line
     try:
         script_callbacks.on_cfg_denoiser(runs.on_cfg_denoiser, name="motionprompt")
     except TypeError:  # A1111 < 1.9 has no callback names

@@ -55,6 +55,7 @@ class TrainJob:
     losses: list = field(default_factory=list)  # (step, loss)
     vals: list = field(default_factory=list)  # (step, acc, auc)
     samples: list = field(default_factory=list)  # (rgb, caption)
+    data: dict | None = None  # the data summary (clips counted, samples, the validation split) once flows are ready
     result: object = None
     error: str | None = None
 
@@ -67,6 +68,7 @@ class TrainJob:
         from ...training.trainer import TrainError, train_discriminator
 
         def show_samples(data) -> None:
+            self.data = dict(data.summary)
             self.samples = flow_samples(data)
 
         with queue_lock:
@@ -104,6 +106,29 @@ class TrainJob:
 
 
 def status_html(job: TrainJob) -> str:
+    data = getattr(job.result, "data", None) or job.data
+    return _status_line(job) + (data_html(data) if data else "")
+
+
+def data_html(summary: dict) -> str:
+    """What the run counted and how it split it: clips per side, training and validation samples per source,
+    and which clips went to validation (clip-level split: their pairs never train D)."""
+    def sources(counts: dict) -> str:
+        total = sum(counts.values())
+        parts = ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
+        return f"{total} ({parts})" if parts else "0"
+
+    val = list(summary.get("val_clips") or [])
+    clips = summary.get("real_clips", 0) + summary.get("generated_clips", 0)
+    names = html.escape(", ".join(val)) or "none"
+    notes = "".join(f"<br>{html.escape(n)}" for n in summary.get("notes") or [])
+    return (f"<p>Data: {summary.get('real_clips', 0)} real clip(s), {summary.get('generated_clips', 0)} generated "
+            f"clip(s); training samples {sources(summary.get('train_samples') or {})}, validation samples "
+            f"{sources(summary.get('val_samples') or {})}.{notes}</p>"
+            f"<details><summary>Validation clips: {len(val)} of {clips}</summary><p>{names}</p></details>")
+
+
+def _status_line(job: TrainJob) -> str:
     if job.error:
         return f"<p class='motionprompt-error'><b>Training failed:</b> {html.escape(job.error)}</p>"
     r = job.result
@@ -127,8 +152,11 @@ def status_html(job: TrainJob) -> str:
 
 
 def skipped_text(job: TrainJob) -> str:
-    skipped = getattr(job.result, "skipped", None) or []
-    return "\n".join(f"{s.path}: {s.reason}" for s in skipped) or "(none)"
+    """Files that could not be used, one a line; a video's other copies (AnimateDiff's GIF beside its frame
+    folder) are expected and only counted, in one last line."""
+    from ...training.clips import skip_lines
+
+    return "\n".join(skip_lines(getattr(job.result, "skipped", None) or [])) or "(none)"
 
 
 def loss_plot(job: TrainJob):
