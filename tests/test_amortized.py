@@ -183,3 +183,41 @@ def test_cli_trains_exports_and_renames_a_token(tmp_path, prompts_file, one_torc
     record = json.loads((gen / "record.json").read_text())
     assert record["config"]["start_token"] == copy.path and record["config"]["n_tokens"] == 2
     assert record["summary"]["iterations"] == 0 and (gen / "guided.gif").is_file()
+
+
+@pytest.mark.diffusers
+def test_cli_stopped_by_sigterm_saves_says_so_exits_0_and_continues(tmp_path, prompts_file, one_torch_thread, capsys,
+                                                                   monkeypatch):
+    """Issue 26: a token-train stopped by SIGTERM after saving exited 130, as a failure would."""
+    import os
+    import signal
+
+    from motionprompt.cli.main import main
+    from motionprompt.disc.checkpoint import save_discriminator
+    from motionprompt.disc.models import build_discriminator
+
+    model = save_model(toy_parts(), tmp_path / "toy.safetensors", dtype=torch.float32)
+    torch.manual_seed(1)
+    disc = save_discriminator(tmp_path / "d.safetensors", build_discriminator("cnn", width=8, depth=2), FLOW)
+    out = tmp_path / "tok"
+    argv = ["token-train", "--disc", str(disc), "--model", str(model), "--prompts", str(prompts_file), "--out", str(out),
+            "--name", "mp_test", "--steps", "3", "--batch", "1", "--seeds", "1", "--val-seeds", "1", "--val-steps", "1",
+            "--sampling-steps", "4", "--window", "0.25", "0.75", "--save-every", "10"]
+    original = TokenTrainer.update
+
+    def update_then_sigterm(self):
+        row = original(self)
+        if self.step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler or `kill` sends
+        return row
+
+    monkeypatch.setattr(TokenTrainer, "update", update_then_sigterm)
+    handler = signal.getsignal(signal.SIGTERM)
+    assert main(argv) == 0
+    assert signal.getsignal(signal.SIGTERM) is handler  # ours only while it trains
+    err = capsys.readouterr().err
+    assert "stopped by SIGTERM and saved at update 1/3" in err and "run the same command again" in err, err[-800:]
+    assert (out / "state.safetensors").is_file() and (out / "mp_test.safetensors").is_file()
+    monkeypatch.setattr(TokenTrainer, "update", original)
+    assert main(argv) == 0
+    assert "done: update 3/3" in capsys.readouterr().err

@@ -120,12 +120,16 @@ def run_train(args) -> int:
         bar.close()
     val = trainer.last_validation()
     token = Path(cfg.out) / f"{cfg.name}{token_file.SUFFIX}"
-    say(f"{status}: update {trainer.step}/{cfg.steps}, {trainer.seconds / 60:.1f} min trained")
+    if status == "done":
+        say(f"done: update {trainer.step}/{cfg.steps}, {trainer.seconds / 60:.1f} min trained")
+    else:  # a stop someone asked for, saved: not a failure (exit 0, as train and toy-train)
+        say(f"stopped by {stop.reason or 'request'} and saved at update {trainer.step}/{cfg.steps} "
+            f"({trainer.seconds / 60:.1f} min trained); run the same command again to continue")
     if val.get("d_last") is not None:
         say(f"held-out D score: prompt alone {_f(val.get('d_plain'))}, with the init word {_f(val.get('d_init'))}, "
             f"with the token {_f(val.get('d_last'))} (update {val.get('step')})")
     say(f"token: {token} (copy it into the WebUI's embeddings folder; its name is the prompt word)")
-    return 0 if status == "done" else 130
+    return 0
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
