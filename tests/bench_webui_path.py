@@ -29,11 +29,11 @@ def measure(frames: int, context: int, steps: int, iters: int, repeat: int) -> d
     from motionprompt.hosts.webui import host as host_mod
     from motionprompt.hosts.webui import unet_path
 
-    from .webui_double.model import ToyUNet
     from .webui_host import WebUI, save_disc
 
     tmp = Path(tempfile.mkdtemp(prefix="mp-bench-webui-"))
     ui = WebUI(tmp)
+    from .webui_double.model import ToyUNet  # ldm's UNetModel: importable once WebUI() installed the double
     save_disc(tmp / "models")
     ad = {"enable": True, "video_length": frames, "batch_size": context}
     mp = {"enabled": True, "discriminator": "disc.safetensors", "inner_iters": iters, "window_start": 0.25,

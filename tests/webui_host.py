@@ -1,9 +1,11 @@
 """Loads the real extension (scripts/motionprompt.py) into a WebUI double, as the WebUI does at startup.
 
 Two doubles: A1111 v1.10 + AnimateDiff master (``webui_double``) and early-2024 Forge + AnimateDiff forge/master
-(``webui_double_forge``, which reuses the A1111 files Forge did not change). Switching flavour drops every module
-the other flavour imported (the doubles, AnimateDiff, and the extension's WebUI package, whose ``script.py``
-subclasses ``modules.scripts.Script`` at import), so each test sees one consistent host.
+(``webui_double_forge``, which reuses the A1111 files Forge did not change). Either way the double's folder is on
+``sys.path``, so ``modules`` and A1111's ``ldm`` (stablediffusion's package; Forge ``previous`` still ships it beside
+its ``ldm_patched``) import as in a WebUI. Switching flavour drops every module the other flavour imported (the
+doubles, ``ldm``/``ldm_patched``, AnimateDiff, and the extension's WebUI package, whose ``script.py`` subclasses
+``modules.scripts.Script`` at import), so each test sees one consistent host.
 """
 
 import importlib.util
@@ -16,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOUBLE = Path(__file__).resolve().parent / "webui_double"
 DOUBLE_FORGE = Path(__file__).resolve().parent / "webui_double_forge"
 FLAVOURS = {"a1111": [DOUBLE], "forge": [DOUBLE_FORGE, DOUBLE]}
-#: module name prefixes that belong to one flavour's world
-_PURGE = ("modules", "modules_forge", "ldm_patched", "k_diffusion", "scripts.animatediff_", "tests.webui_double",
+#: module name prefixes that belong to one flavour's world ("ldm" also covers "ldm_patched")
+_PURGE = ("modules", "modules_forge", "ldm", "k_diffusion", "scripts.animatediff_", "tests.webui_double",
           "motionprompt.hosts.webui")
 
 
@@ -32,9 +34,11 @@ def install_double(flavour="a1111"):
             sys.path.remove(str(d))
     for d in reversed(dirs):
         sys.path.insert(0, str(d))
+    import ldm
     import modules
 
     assert Path(modules.__file__).resolve().parent == dirs[0] / "modules", "a real WebUI 'modules' shadows the double"
+    assert Path(ldm.__file__).resolve().parent == DOUBLE / "ldm", "a real 'ldm' shadows the double's"
 
 
 class WebUI:

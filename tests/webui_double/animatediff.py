@@ -1,7 +1,8 @@
 """sd-webui-animatediff (master) as seen by other extensions: the ``mm_animatediff`` singleton, the
 "AnimateDiff" AlwaysOn script, its cfg_denoiser callback (text_cond frozen at step 0, inner_model
 forward hooked with context windows that REQUIRE the 2 x video_length row layout), prompt travel
-and FreeInit's p.sample replacement. Behaviour follows scripts/animatediff_*.py at a88e889."""
+and FreeInit's p.sample replacement, and its motion modules (motion_module.py ``VanillaTemporalModule``) injected
+into ldm's UNet blocks. Behaviour follows scripts/animatediff_*.py and motion_module.py at a88e889."""
 
 import re
 import sys
@@ -30,25 +31,39 @@ class AnimateDiffProcess:
             self.overlap = self.batch_size // 4
 
 
-class TemporalToy(nn.Module):
-    """Like VersatileAttention: reshapes '(b f) c h w' with f = ad_params.batch_size (context size)."""
+class VanillaTemporalModule(nn.Module):
+    """motion_module.py ``VanillaTemporalModule``, reduced to what matters to other extensions: the temporal layer
+    reshapes '(b f) c h w' with f = ``ad_params.batch_size`` (the context size, ``VersatileAttention``), mixes along
+    f and adds the result to its input (upstream: temporal attention inside ``TemporalTransformer3DModel``, plus
+    the residual). ``forward(x)`` as upstream: ldm's ``TimestepEmbedSequential`` calls it as a plain layer."""
 
-    def __init__(self, channels):
+    def __init__(self, in_channels):
         super().__init__()
-        self.mix = nn.Conv1d(channels, channels, 3, padding=1)
+        self.mix = nn.Conv1d(in_channels, in_channels, 3, padding=1)
 
-    def forward(self, h):
+    def forward(self, x):
         f = mm_animatediff.ad_params.batch_size
-        bf, c, hh, ww = h.shape
+        bf, c, hh, ww = x.shape
         if bf % f:
             raise RuntimeError(f"temporal layer got {bf} rows, not a multiple of the context size {f}")
-        x = h.view(bf // f, f, c, hh, ww).permute(0, 3, 4, 2, 1).reshape(-1, c, f)
-        x = self.mix(x).reshape(bf // f, hh, ww, c, f).permute(0, 4, 3, 1, 2).reshape(bf, c, hh, ww)
-        return h + 0.5 * x
+        t = x.view(bf // f, f, c, hh, ww).permute(0, 3, 4, 2, 1).reshape(-1, c, f)
+        t = self.mix(t).reshape(bf // f, hh, ww, c, f).permute(0, 4, 3, 1, 2).reshape(bf, c, hh, ww)
+        return x + 0.5 * t
 
 
 class AnimateDiffMM:
+    """animatediff_mm.py ``AnimateDiffMM`` (master). ``inject`` puts motion modules INTO the UNet's blocks, as
+    upstream: ``unet.input_blocks[i].append(mm)``, ``unet.output_blocks[i].append(mm)`` (upstream also inserts one
+    before the last layer of output blocks 2, 5, 8 and, for a V2 module, of the middle block); ``restore`` pops them
+    again (``pop(-1)``). The toy UNet has two places: input block 1 and output block 0, upstream's first input and
+    first output places; the toy module has no middle-block part. Motion-module weights keep requires_grad=True
+    (upstream never changes it). An already injected UNet is left as it is (upstream restores and re-injects the
+    same modules). Left out: loading the file (``load``: the double makes the modules with a fixed seed), the
+    GroupNorm32 hack of V1 modules (``enable_gn_hack`` is False), the DDIM alpha schedule, the LoRA layer mapping."""
+
     mm_injected = False
+    INPUT_BLOCKS = (1,)  # upstream (SD1.5): 1, 2, 4, 5, 7, 8, 10, 11
+    OUTPUT_BLOCKS = (0,)  # upstream (SD1.5): 0 to 11
 
     def __init__(self):
         self.ad_params = None
@@ -62,11 +77,23 @@ class AnimateDiffMM:
             return
         unet = sd_model.model.diffusion_model
         torch.manual_seed(123)
-        unet.motion = TemporalToy(unet.conv_in.out_channels)  # requires_grad left True, like upstream
+        channels = unet.model_channels
+        down = [VanillaTemporalModule(channels) for _ in self.INPUT_BLOCKS]
+        up = [VanillaTemporalModule(channels) for _ in self.OUTPUT_BLOCKS]
+        for mm_inject, unet_idx in zip(down, self.INPUT_BLOCKS, strict=True):
+            unet.input_blocks[unet_idx].append(mm_inject)
+        for mm_inject, unet_idx in zip(up, self.OUTPUT_BLOCKS, strict=True):
+            unet.output_blocks[unet_idx].append(mm_inject)
         AnimateDiffMM.mm_injected = True
 
     def restore(self, sd_model):
-        sd_model.model.diffusion_model.motion = None
+        if not AnimateDiffMM.mm_injected:
+            return
+        unet = sd_model.model.diffusion_model
+        for unet_idx in self.INPUT_BLOCKS:
+            unet.input_blocks[unet_idx].pop(-1)
+        for unet_idx in self.OUTPUT_BLOCKS:
+            unet.output_blocks[unet_idx].pop(-1)
         AnimateDiffMM.mm_injected = False
 
 

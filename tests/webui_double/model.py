@@ -1,5 +1,8 @@
-"""A tiny differentiable SD1.5-shaped model: ldm-like apply_model/DiffusionWrapper, a causal toy CLIP
-behind A1111's hijack (EmbeddingsWithFixes), a conv VAE decoder, UNet weights with requires_grad=True."""
+"""A tiny differentiable SD1.5-shaped model as A1111 1.10 builds it from ldm (ldm/models/diffusion/ddpm.py
+``LatentDiffusion``): apply_model/DiffusionWrapper over ldm's ``UNetModel`` (``ldm/modules/diffusionmodules/
+openaimodel.py``, weights requires_grad=True), a causal toy CLIP behind A1111's hijack (EmbeddingsWithFixes; frozen,
+as ldm freezes the cond stage), and ldm's ``AutoencoderKL`` (decoder only) as ``first_stage_model``, frozen as
+``instantiate_first_stage`` freezes it. The ldm classes are the double's (``ldm/``), at toy sizes."""
 
 import re
 import zlib
@@ -49,53 +52,42 @@ class ToyTransformer(nn.Module):
         return SimpleNamespace(last_hidden_state=self.text_model(input_ids))
 
 
-class ToyUNet(nn.Module):
-    """conv + timestep + cross-attention on the text rows; AnimateDiff's injection adds ``motion``."""
+def __getattr__(name):
+    """``ToyUNet``: the tests' name for the UNet class, ldm's ``UNetModel`` (they patch its forward). Looked up on use,
+    as ``ldm`` is importable only once ``webui_host.install_double`` has put the double on ``sys.path``."""
+    if name == "ToyUNet":
+        from ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    def __init__(self):
-        super().__init__()
-        self.conv_in = nn.Conv2d(4, CHANNELS, 3, padding=1)
-        self.time = nn.Linear(1, CHANNELS)
-        self.q = nn.Linear(CHANNELS, CHANNELS)
-        self.kv = nn.Linear(DIM, 2 * CHANNELS)
-        self.conv_out = nn.Conv2d(CHANNELS, 4, 3, padding=1)
-        self.motion = None  # a temporal module, set by the fake AnimateDiff's inject()
-
-    def forward(self, x, timesteps, context):
-        h = self.conv_in(x) + self.time(timesteps.to(x.dtype).view(-1, 1) / 1000.0)[:, :, None, None]  # ldm: t_emb.to(dtype)
-        b, c, hh, ww = h.shape
-        tokens = h.flatten(2).transpose(1, 2)
-        k, v = self.kv(context.to(h.dtype)).chunk(2, dim=-1)
-        attn = torch.softmax(self.q(tokens) @ k.transpose(1, 2) / CHANNELS**0.5, dim=-1)
-        h = h + 0.5 * (attn @ v).transpose(1, 2).reshape(b, c, hh, ww)
-        if self.motion is not None:
-            h = self.motion(h)
-        return self.conv_out(torch.nn.functional.silu(h))
+        return UNetModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class DiffusionWrapper(nn.Module):
+    """ldm/models/diffusion/ddpm.py ``DiffusionWrapper`` (conditioning_key "crossattn") over ldm's ``UNetModel``."""
+
     def __init__(self):
         super().__init__()
-        self.diffusion_model = ToyUNet()
+        from ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+        self.diffusion_model = UNetModel(model_channels=CHANNELS, context_dim=DIM)
         self.conditioning_key = "crossattn"
 
     def forward(self, x, t, c_concat=None, c_crossattn=None):
         return self.diffusion_model(x, t, context=torch.cat(c_crossattn, 1))
 
 
-class ToyDecoder(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.SiLU(), nn.Upsample(scale_factor=8),
-                                 nn.Conv2d(8, 3, 3, padding=1))
-
-    def decode(self, z):
-        return torch.tanh(self.net(z))
+#: the toy VAE's ldm ddconfig: SD1.5's layout (four levels, so 8x upsampling; z 4 channels; RGB out) at ch=4 and
+#: ch_mult 1,1,1,2 (SD1.5: 128 and 1,2,4,4), one ResnetBlock per level (SD1.5: three). Small enough that Forge's
+#: simulated small GPU (``webui_host.small_forge_gpu``) holds it beside the UNet. ``tanh_out`` (a Decoder option,
+#: off in SD1.5) keeps the pixels in [-1, 1], as a trained VAE's are.
+VAE_DDCONFIG = {"double_z": True, "z_channels": 4, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 4,
+                "ch_mult": [1, 1, 1, 2], "num_res_blocks": 0, "attn_resolutions": [], "dropout": 0.0, "tanh_out": True}
 
 
 class ToySDModel(nn.Module):
     def __init__(self, seed=0):
         super().__init__()
+        from ldm.models.autoencoder import AutoencoderKL
         from modules import sd_hijack, sd_hijack_clip
 
         torch.manual_seed(seed)
@@ -108,7 +100,7 @@ class ToySDModel(nn.Module):
         self.text_transformer = transformer  # registered so .parameters() sees it
         self.text_transformer.requires_grad_(False)  # ldm freezes the cond stage
         self.model = DiffusionWrapper()  # UNet keeps requires_grad=True like ldm
-        self.first_stage_model = ToyDecoder().requires_grad_(False)
+        self.first_stage_model = AutoencoderKL(ddconfig=VAE_DDCONFIG, embed_dim=4).requires_grad_(False)
         betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
         self.register_buffer("alphas_cumprod", torch.cumprod(1 - betas, 0).float())
         self.parameterization = "eps"

@@ -16,7 +16,9 @@ Differences from master (the A1111 double) that matter, each from the named upst
   2·video_length rows — with a video shorter than the context batch (p.batch_size = context) a [uncond; cond]
   batch of 2·context rows is windowed as ``range(context)``: only the uncond half is computed, the cond half stays
   zero (measured in a real Forge: cond prediction exactly 0).
-* ``motion_module.py``: temporal attention reshapes ``(b f)`` with ``f = ad_params.batch_size`` (the context size).
+* ``motion_module.py``: ``VanillaTemporalModule``'s temporal attention reshapes ``(b f)`` with
+  ``f = ad_params.batch_size`` (the context size); they run from the block modifier and are never put into the
+  UNet's ``TimestepEmbedSequential`` blocks (master appends them there).
 The window scheduler, prompt travel and output are the same code as master (imported from the A1111 double).
 """
 
@@ -67,29 +69,33 @@ class AnimateDiffProcess:
         p.do_not_save_samples = True  # "PNG" saving goes to AnimateDiff's own folder
 
 
-class TemporalToy(nn.Module):
-    """motion_module.VersatileAttention's reshape: '(b f) c h w' with f = ad_params.batch_size."""
+class VanillaTemporalModule(nn.Module):
+    """motion_module.py ``VanillaTemporalModule`` (forge/master), reduced as in the A1111 double: '(b f) c h w' with
+    f = ad_params.batch_size (``VersatileAttention``'s reshape), a mix along f, + the input. ``forward(x)``."""
 
-    def __init__(self, channels):
+    def __init__(self, in_channels):
         super().__init__()
-        self.mix = nn.Conv1d(channels, channels, 3, padding=1)
+        self.mix = nn.Conv1d(in_channels, in_channels, 3, padding=1)
 
-    def forward(self, h):
+    def forward(self, x):
         f = mm_animatediff.ad_params.batch_size
-        bf, c, hh, ww = h.shape
+        bf, c, hh, ww = x.shape
         if bf % f:
             raise RuntimeError(f"temporal layer got {bf} rows, not a multiple of the context size {f}")
-        x = h.view(bf // f, f, c, hh, ww).permute(0, 3, 4, 2, 1).reshape(-1, c, f)
-        x = self.mix(x).reshape(bf // f, hh, ww, c, f).permute(0, 4, 3, 1, 2).reshape(bf, c, hh, ww)
-        return h + 0.5 * x
+        t = x.view(bf // f, f, c, hh, ww).permute(0, 3, 4, 2, 1).reshape(-1, c, f)
+        t = self.mix(t).reshape(bf // f, hh, ww, c, f).permute(0, 4, 3, 1, 2).reshape(bf, c, hh, ww)
+        return x + 0.5 * t
 
 
 class MotionWrapper(nn.Module):
+    """motion_module.py ``MotionWrapper``: holds the motion modules (upstream in ``down_blocks[i].motion_modules``,
+    ``mid_block``, ``up_blocks[i].motion_modules``; the double's two as ``down`` and ``up``)."""
+
     def __init__(self, mm_name, channels, gn_hack=False):
         super().__init__()
         self.mm_name, self.mm_hash, self.is_xl, self.is_adxl = mm_name, "0" * 64, False, False
-        self.down = TemporalToy(channels)
-        self.up = TemporalToy(channels)
+        self.down = VanillaTemporalModule(channels)
+        self.up = VanillaTemporalModule(channels)
         self._gn_hack = gn_hack
 
     def enable_gn_hack(self):

@@ -4,14 +4,15 @@ A1111-shaped ``sd_model`` whose real parts live in ``forge_objects`` (UnetPatche
 ``first_stage_model`` = the VAE's, ``cond_stage_model`` = ``forge_clip.CLIP_SD_15_L`` over the CLIP's transformer
 (A1111's EmbeddingsWithFixes on its token embedding), and ``decode_first_stage`` decorated ``torch.inference_mode``.
 Built inside ``torch.no_grad`` like the loader, so weights are ordinary tensors until a move (model_management).
-The text encoder and VAE are the A1111 double's toys; the UNet is ldm_patched's toy ``UNetModel``."""
+The text encoder is the A1111 double's toy; the UNet is ldm_patched's toy ``UNetModel``, the VAE ldm_patched's
+``AutoencoderKL`` with the A1111 double's toy config (``VAE_DDCONFIG``)."""
 
 from types import SimpleNamespace
 
 import torch
 from torch import nn
 
-from ..webui_double.model import ToyDecoder, ToyTransformer, WordTokenizer
+from ..webui_double.model import VAE_DDCONFIG, ToyTransformer, WordTokenizer
 
 
 class ForgeObjects:
@@ -33,6 +34,7 @@ class ClipModel(nn.Module):
 class ForgeToySDModel(nn.Module):
     def __init__(self, seed=0):
         super().__init__()
+        from ldm_patched.ldm.models.autoencoder import AutoencoderKL
         from ldm_patched.modules import model_management
         from ldm_patched.modules.model_base import BaseModel, sd15_config
         from ldm_patched.modules.sd import CLIP, VAE
@@ -53,7 +55,7 @@ class ForgeToySDModel(nn.Module):
             base = BaseModel(sd15_config())  # UNet weights keep requires_grad=True, as ldm_patched leaves them
             unet = UnetPatcher(base, load_device=model_management.get_torch_device(),
                                offload_device=model_management.unet_offload_device())
-            vae = VAE(ToyDecoder())
+            vae = VAE(AutoencoderKL(ddconfig=VAE_DDCONFIG, embed_dim=4))  # weights keep requires_grad=True
             self.forge_objects = ForgeObjects(unet, clip, vae)
             self.forge_objects_original = self.forge_objects.shallow_copy()
             self.forge_objects_after_applying_lora = self.forge_objects.shallow_copy()
