@@ -395,11 +395,14 @@ class _Boom(torch.nn.Module):
         raise self.exc
 
 
-@pytest.mark.parametrize(("exc", "words"), [
-    (torch.cuda.OutOfMemoryError("CUDA out of memory"), "out of memory at step 2"),
-    (RuntimeError("boom"), "RuntimeError at step 2: boom"),
+@pytest.mark.parametrize(("exc", "memory", "words"), [
+    # a simulated CUDA out-of-memory on every path: auto goes one path lower per guided step (each step unguided),
+    # then stops after the low path; a path asked for stops at once
+    (torch.cuda.OutOfMemoryError("CUDA out of memory"), "auto", "out of memory at step 4 on the low memory path"),
+    (torch.cuda.OutOfMemoryError("CUDA out of memory"), "speed", "out of memory at step 2 on the speed memory path"),
+    (RuntimeError("boom"), "auto", "RuntimeError at step 2: boom"),
 ])
-def test_failure_mid_sampling_restores_animatediff_conditioning(webui, monkeypatch, exc, words):
+def test_failure_mid_sampling_restores_animatediff_conditioning(webui, monkeypatch, exc, memory, words):
     from motionprompt.hosts.webui import run
 
     _plain_p, plain = webui.generate({"enabled": False}, AD)
@@ -411,7 +414,7 @@ def test_failure_mid_sampling_restores_animatediff_conditioning(webui, monkeypat
         original_start(self, p, args, cfg, disc, boom)
 
     monkeypatch.setattr(run.GuidedRun, "__init__", patched)
-    p, res = webui.generate(MP, AD)
+    p, res = webui.generate({**MP, "memory": memory}, AD)
     text = p.extra_generation_params["MotionPrompt result"]
     assert text.startswith("not applied") and words in text, text
     assert torch.equal(res.samples, plain.samples)
@@ -577,14 +580,18 @@ def test_flow_settings_come_from_the_discriminator_and_a_requested_mismatch_is_r
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    ({"grad_checkpointing": True}, "gradient checkpointing is not available in the WebUI"),
-    ({"preset": "low_vram"}, "its savings do not exist in the WebUI"),
+    ({"unet_autocast": "fp16"}, "the WebUI samples in its own precision"),
+    ({"grad_checkpointing": True}, "replaced by 'memory'"),
+    ({"memory": "tiny"}, "memory must be one of"),
 ])
 def test_controls_that_would_do_nothing_are_not_offered_and_refused_by_api(webui, extra, message):
     labels = [getattr(c, "label", "") for c in webui.runner.inputs[webui.mp.args_from:webui.mp.args_to]]
-    assert not any("checkpointing" in str(label).lower() for label in labels)
-    preset = next(c for c in webui.runner.inputs[webui.mp.args_from:webui.mp.args_to] if c.label == "Preset")
-    assert [c[0] if isinstance(c, tuple) else c for c in preset.choices] == ["paper", "fast"]
+    assert not any("autocast" in str(label).lower() for label in labels)
+    inputs = webui.runner.inputs[webui.mp.args_from:webui.mp.args_to]
+    preset = next(c for c in inputs if c.label == "Preset")  # low_vram is offered again: its memory path is real
+    assert [c[0] if isinstance(c, tuple) else c for c in preset.choices] == ["paper", "fast", "low_vram"]
+    memory = next(c for c in inputs if c.label == "Memory")
+    assert [c[0] if isinstance(c, tuple) else c for c in memory.choices] == ["auto", "speed", "balanced", "low"]
     p, res = webui.generate({**MP, **extra}, AD)
     text = p.extra_generation_params["MotionPrompt result"]
     assert text.startswith("not applied") and message in text, text

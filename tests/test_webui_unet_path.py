@@ -114,9 +114,14 @@ def test_cond_only_and_full_batch_give_the_same_token_updates_and_say_which_ran(
 
 def test_inner_loop_never_runs_uncond_rows_with_gradients_and_uncond_once_per_step(webui, monkeypatch):
     """Counts every UNet call (rows, grad mode, whether its text is the uncond row) per denoiser step. Per guided
-    step and window: one grad call per inner iteration on the context's cond rows only, and the uncond
-    prediction for x0_mode=cfg exactly once, without gradients; the host's own calls keep their 2x8 rows."""
+    step: one grad call per inner iteration and window that a scored frame's output comes from (the others do
+    not run), on the context's cond rows only, and the uncond prediction for x0_mode=cfg exactly once per
+    window, without gradients; the host's own calls keep their 2x8 rows."""
     from modules import script_callbacks
+
+    from motionprompt.engine import schedule
+    from motionprompt.engine.config import preset
+    from motionprompt.hosts.webui.animatediff import scoring_windows
 
     from .webui_double.model import ToyUNet
 
@@ -136,10 +141,12 @@ def test_inner_loop_never_runs_uncond_rows_with_gradients_and_uncond_once_per_st
     script_callbacks.callback_map["callbacks_cfg_denoiser"].insert(
         0, script_callbacks.ScriptCallback("spy", first, "spy"))
     monkeypatch.setattr(ToyUNet, "forward", spy)
-    p, _ = webui.generate({**MP, "x0_mode": "cfg"}, LONG)
+    p, _ = webui.generate({**MP, "x0_mode": "cfg", "seed": 5}, LONG)
     assert not webui.errors, webui.errors
     assert "cond-only UNet" in p.extra_generation_params["MotionPrompt result"]
     ad_params = webui.ad.mm_animatediff.ad_params
+    pairs = preset("paper", seed=5)
+    skipped = 0
     for step in range(8):
         mine = [c for c in calls if c[0] == step]
         windows = len(_windows(ad_params, step))
@@ -147,10 +154,14 @@ def test_inner_loop_never_runs_uncond_rows_with_gradients_and_uncond_once_per_st
         assert len(host) == windows and not any(c[1] for c in host)  # the sampler's own [cond; uncond] calls
         grad = [c for c in mine if c[1]]
         guided = 2 <= step <= 5
-        assert len(grad) == (2 * windows if guided else 0), (step, mine)
+        scored = [{f for pair in schedule.sample_pairs(pairs, 12, step, it) for f in pair} for it in range(2)]
+        needed = sum(len(scoring_windows(_windows(ad_params, step), frames)) for frames in scored)
+        assert len(grad) == (needed if guided else 0), (step, mine)
+        skipped += 2 * windows - needed if guided else 0
         assert all(c[2] == 8 and not c[3] for c in grad)  # cond rows of one context window, never uncond
         uncond_calls = [c for c in mine if c[3] and not c[1]]
         assert len(uncond_calls) == (windows if guided else 0), (step, mine)
+    assert skipped > 0  # some iterations' pairs come from one window only: the other one did not run
 
 
 def test_full_batch_only_where_required():
@@ -178,7 +189,8 @@ def test_full_batch_only_where_required():
 
 def test_text_encoder_runs_once_per_iteration_on_the_distinct_prompts_only(webui, monkeypatch):
     """Prompt travel gives 12 frame rows from 2 key-frame prompts: each inner iteration encodes the 2 distinct
-    prompts once (AnimateDiff's interpolation makes the 12 rows), plus one final encode per guided step."""
+    prompts once (AnimateDiff's interpolation makes the 12 rows), plus one final encode per guided step; each
+    prompt in a call of its own, as A1111's get_learned_conditioning encodes it (same rows as the host's)."""
     from modules import script_callbacks, sd_hijack_clip
 
     current, calls = [], []
@@ -194,5 +206,5 @@ def test_text_encoder_runs_once_per_iteration_on_the_distinct_prompts_only(webui
     webui.generate(MP, LONG, prompt=TRAVEL)
     assert not webui.errors, webui.errors
     for step in range(2, 6):
-        assert [c[1:] for c in calls if c[0] == step] == [(2, True), (2, True), (2, False)], (step, calls)
+        assert [c[1:] for c in calls if c[0] == step] == [(1, True)] * 4 + [(1, False)] * 2, (step, calls)
     assert not [c for c in calls if c[0] in (6, 7)]

@@ -15,6 +15,7 @@ arguments; where grad is off the wrapper calls the module as it is.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -64,15 +65,28 @@ def find_blocks(roots: Iterable[nn.Module], names: frozenset[str]) -> list[nn.Mo
     return found
 
 
+def _options(module: nn.Module) -> dict:
+    """Without dropout in the block (eval mode: every host samples in eval) the RNG state need not be saved and
+    restored around each recompute, and the metadata check of the recomputed tensors is skipped: both cost time
+    per wrapped call. torch 2.1 has both options."""
+    options = {"use_reentrant": False}
+    if not any(m.training for m in module.modules()):
+        options["preserve_rng_state"] = False
+        if "determinism_check" in inspect.signature(checkpoint).parameters:
+            options["determinism_check"] = "none"
+    return options
+
+
 def _wrapped(module: nn.Module):
     original = module.forward  # the bound method (or a host's own patched forward): called as it is
+    options = _options(module)
 
     def forward(*args, **kwargs):
         if not torch.is_grad_enabled():
             return original(*args, **kwargs)
         for value in (*args, *kwargs.values()):  # what checkpointing keeps instead of the activations
             saved_bytes.observe(value)
-        return checkpoint(original, *args, use_reentrant=False, **kwargs)
+        return checkpoint(original, *args, **options, **kwargs)
 
     return forward
 

@@ -183,6 +183,10 @@ class MotionGuide:
         tv_first = [r.iterations[0].tv for r in done]
         tv_last = [r.iterations[-1].tv for r in done]
         peaks = [r.peak_mem_bytes for r in self.records if r.peak_mem_bytes is not None]
+        step_peaks = [r.peak_mem_bytes - r.start_bytes for r in done
+                      if r.peak_mem_bytes is not None and r.start_bytes is not None]
+        predicted = [r.predicted_bytes for r in done if r.predicted_bytes]
+        kept = [sum(r.saved_bytes["bytes"].values()) for r in done if r.saved_bytes]
         return {
             "steps_guided": len(done),
             "iterations": sum(len(r.iterations) for r in done),
@@ -192,6 +196,12 @@ class MotionGuide:
             "tv_last": sum(tv_last) / len(tv_last) if tv_last else None,
             "seconds": sum(r.seconds for r in self.records),
             "peak_mem_bytes": max(peaks) if peaks else None,
+            # the memory path(s) the guided steps took, the plan's prediction and the measured peak above each step's
+            # start (CUDA), and the bytes one iteration kept for its backward (any device)
+            "memory_paths": sorted({r.memory_path for r in done if r.memory_path}),
+            "predicted_step_bytes": max(predicted) if predicted else None,
+            "measured_step_bytes": max(step_peaks) if step_peaks else None,
+            "kept_bytes": max(kept) if kept else None,
             "token_drift": float((self.tokens.detach() - self.tokens0).norm()),
             "disabled": self.disabled,
         }

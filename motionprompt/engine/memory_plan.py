@@ -23,15 +23,16 @@ from .config import MEMORY_MODES
 
 PATHS = MEMORY_MODES[1:]  # speed, balanced, low: fastest first
 
-#: bytes kept for the backward per byte of element size: per frame run with gradients and latent pixel (``unet``),
-#: per decoded frame and latent pixel (``decode``), and the backward's working set above them per frame and latent
-#: pixel (``work``: twice the largest single UNet activation). SD1.5 UNet + AnimateDiff v2 motion modules and the
-#: SD VAE, measured on the CPU with ``python -m motionprompt bench --model sd15-random --memory-accounting``
-#: (fp32, 2 frames at 128² and 192², a · pixels + b fitted through both; docs/memory.md compares them with an H200).
+#: bytes kept for the backward per byte of element size: per frame run with gradients and latent pixel (``unet``)
+#: and per decoded frame and latent pixel (``decode``), SD1.5 UNet + AnimateDiff v2 motion modules and the SD VAE,
+#: measured on the CPU with ``python -m motionprompt bench --model sd15-random --memory-accounting`` (fp32, 2 frames
+#: at 128² and 192², a · pixels + b fitted through both). ``work``: the backward's working set above what is kept,
+#: per frame and latent pixel, which only a GPU shows: the H200's step peak minus the kept bytes at 16 x 512² fp16
+#: (``make bench-gpu``). docs/memory.md compares prediction and measurement.
 COEFFS = {
-    "speed": {"unet": 159100.0, "decode": 364040.0, "work": 5120.0},
-    "balanced": {"unet": 12580.0, "decode": 364040.0, "work": 1920.0},
-    "low": {"unet": 12580.0, "decode": 109576.0, "work": 1920.0},
+    "speed": {"unet": 159100.0, "decode": 364040.0, "work": 6390.0},
+    "balanced": {"unet": 12580.0, "decode": 364040.0, "work": 5816.0},
+    "low": {"unet": 12580.0, "decode": 109576.0, "work": 4669.0},
 }
 MARGIN = 0.10  # of the free memory, kept free
 MARGIN_BYTES = 512 * 2**20  # and at least this much (allocator fragmentation, the host's own buffers)

@@ -8,6 +8,7 @@ only from inside sampling, so the order of the two extensions' hooks does not ma
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 
@@ -54,6 +55,41 @@ def scheduler():
     mod = sys.modules.get("scripts.animatediff_infv2v")
     cls = getattr(mod, "AnimateDiffInfV2V", None) if mod else None
     return getattr(cls, "uniform", None)
+
+
+def scoring_windows(windows: list[list[int]], frames) -> list[list[int]]:
+    """The context windows whose output a scored frame gets, in AnimateDiff's order. Its forward scatters
+    each window's output into the frames it covers, a later window overwriting an earlier one; a window that
+    is not the last writer of any scored frame changes nothing the loss reads, so it need not run."""
+    wanted = {int(f) for f in frames}
+    last = {}
+    for k, window in enumerate(windows):
+        for f in window:
+            last[int(f)] = k
+    keep = sorted({last[f] for f in wanted if f in last})
+    return [windows[k] for k in keep]
+
+
+@contextlib.contextmanager
+def only_windows(frames):
+    """While it is open, AnimateDiff's own scheduler yields only ``scoring_windows`` for ``frames`` (Forge: its
+    ``mm_sd_forward`` runs the windows itself); restored afterwards, also on an error. None: unchanged."""
+    mod = sys.modules.get("scripts.animatediff_infv2v")
+    cls = getattr(mod, "AnimateDiffInfV2V", None) if mod else None
+    original = cls.__dict__.get("uniform") if cls is not None else None
+    if frames is None or original is None:
+        yield
+        return
+    plain = original.__func__ if isinstance(original, staticmethod) else original
+
+    def uniform(*args, **kwargs):
+        return iter(scoring_windows(list(plain(*args, **kwargs)), frames))
+
+    cls.uniform = staticmethod(uniform)
+    try:
+        yield
+    finally:
+        cls.uniform = original
 
 
 def forge_wrapper():

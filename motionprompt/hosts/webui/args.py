@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, fields
 
-from ...engine.config import PRESETS, FlowSettings, GuidanceConfig, preset
+from ...engine.config import MEMORY_MODES, PRESETS, FlowSettings, GuidanceConfig, preset
 from ...flow.policy import resolve_flow
 
 INFOTEXT_KEY = "MotionPrompt"
@@ -21,20 +21,18 @@ TOKEN_LEVELS = ("auto", "input", "output")
 #: every step, no inner loop, no discriminator; hybrid: the inner loop, starting from the token file
 MODES = ("per-sample", "amortized", "hybrid")
 FLOW_AUTO = "from discriminator"  # the UI's way of saying "the backend the discriminator was trained on"
-#: presets the WebUI offers. low_vram is left out: its savings are fp16 autocast (the WebUI already samples
-#: in its own precision) and gradient checkpointing (not wired to the ldm UNet), so in the WebUI it would
-#: only be "K=2" under a name that promises memory savings.
-WEBUI_PRESETS = ("paper", "fast")
+#: presets the WebUI offers; low_vram there is K=2, the low-memory path (UNet and VAE decoder checkpointed,
+#: ``engine.memory_plan``) and a small flow: its fp16 autocast is not applied (the WebUI samples in its own precision)
+WEBUI_PRESETS = ("paper", "fast", "low_vram")
 #: settings the engine has but the WebUI does not offer, with the reason an API caller gets
 NOT_IN_WEBUI = {
-    "grad_checkpointing": "gradient checkpointing is not available in the WebUI (the ldm UNet is not checkpointed); "
-                          "use the paper/fast presets, fewer frame pairs or a smaller flow size",
     "unet_autocast": "the WebUI samples in its own precision (--no-half / --precision); MotionPrompt follows it",
+    "grad_checkpointing": "replaced by 'memory' (auto, speed, balanced, low): balanced checkpoints the UNet",
 }
 #: engine settings a preset decides; an explicit value equal to the preset's is not an override
 PRESET_FIELDS = ("n_tokens", "init_word", "inner_iters", "lr", "optimizer", "window_start", "window_end", "every_k",
                  "pairs", "gap_min", "gap_max", "lambda_disc", "lambda_tv", "lambda_drift", "disc_loss", "x0_mode",
-                 "cond_after")
+                 "cond_after", "memory")
 
 
 @dataclass
@@ -72,6 +70,7 @@ class MotionPromptArgs:
     token_level: str = "auto"  # "input" (through CLIP, as textual inversion), "output", or auto-fallback
     mode: str = "per-sample"  # MODES
     token: str = ""  # amortized/hybrid: token file name in the WebUI's embeddings folder (or an absolute path)
+    memory: str | None = None  # auto | speed | balanced | low (engine.memory_plan); None = the preset's (auto)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -145,8 +144,9 @@ class MotionPromptArgs:
         if self.flow_backend == FLOW_AUTO:
             self.flow_backend = None
         if self.preset not in WEBUI_PRESETS:
-            why = " (its savings do not exist in the WebUI)" if self.preset == "low_vram" else ""
-            raise ValueError(f"unknown MotionPrompt preset {self.preset!r}{why}; choose from {list(WEBUI_PRESETS)}")
+            raise ValueError(f"unknown MotionPrompt preset {self.preset!r}; choose from {list(WEBUI_PRESETS)}")
+        if self.memory is not None and self.memory not in MEMORY_MODES:
+            raise ValueError(f"MotionPrompt memory must be one of {list(MEMORY_MODES)}, got {self.memory!r}")
         if self.token_level not in TOKEN_LEVELS:
             raise ValueError(f"token_level must be one of {TOKEN_LEVELS}")
         self.mode = {"per_sample": "per-sample", "persample": "per-sample"}.get(self.mode.lower(), self.mode.lower())
@@ -180,7 +180,7 @@ class MotionPromptArgs:
             with_start_token(cfg, resolve_token(self.token))
         choice = resolve_flow(disc_flow, cfg.flow, self.flow_backend, self.flow_size, self.flow_iters)
         cfg.flow = choice.settings
-        cfg.unet_autocast, cfg.grad_checkpointing = "none", False  # see NOT_IN_WEBUI
+        cfg.unet_autocast = "none"  # see NOT_IN_WEBUI
         return cfg.validate(), choice.notes
 
     # ------------------------------------------------------------------ infotext

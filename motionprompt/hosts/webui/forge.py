@@ -43,9 +43,11 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from ...engine import saved_bytes
+from ...engine.checkpointing import DECODER_BLOCKS, UNET_BLOCKS, find_blocks
 from ...engine.host import PredictX0
 from . import animatediff, flavour
-from .host import WebUIHost
+from .host import WebUIHost, grad_frames, unet_element_size
 
 SHORT_CONTEXT = ("AnimateDiff forge/master never computes the cond half of a video shorter than its context batch size "
                  "({frames} < {context} frames; its output is then not guided by the prompt either): set AnimateDiff's "
@@ -147,7 +149,9 @@ def inplace_safe(modules: Iterable[nn.Module]):
     def pack(t: torch.Tensor) -> torch.Tensor:
         if isinstance(t, nn.Parameter) or t.untyped_storage().data_ptr() in weights:
             return t
-        return t.clone()
+        copy = t.clone()
+        saved_bytes.observe(copy)  # this hook replaces the accountant's inside the UNet call: count what it keeps
+        return copy
 
     with torch.autograd.graph.saved_tensors_hooks(pack, _unpack):
         yield
@@ -165,11 +169,28 @@ def _own(t):
         return t.detach().clone()
 
 
+#: ldm_patched's ``BasicTransformerBlock`` adds into x in place after ``norm1`` saved it (``inplace_safe``); checkpointing
+#: recomputes saved tensors without autograd's version check, so a wrapped spatial transformer would silently get
+#: wrong gradients. Its attention and feed-forward parts are wrapped instead, the in-place adds stay outside.
+FORGE_UNET_BLOCKS = (UNET_BLOCKS - {"SpatialTransformer"}) | {"CrossAttention", "FeedForward"}
+
+
 class ForgeHost(WebUIHost):
     """Text encoder and VAE as Forge loads them, with weights autograd can use."""
 
     def _forge(self):
         return self.sd_model.forge_objects
+
+    def checkpoint_blocks(self, decoder: bool) -> list:
+        """ldm_patched's resnets, attention and feed-forward parts, AnimateDiff's motion modules (Forge runs them
+        from a block modifier, outside the UNet's tree: they come with the UnetPatcher's extra patchers) and,
+        with ``decoder``, the VAE decoder's resnets and attention."""
+        unet = self._forge().unet
+        roots = [unet.model.diffusion_model, *(patcher.model for patcher in unet.extra_model_patchers_during_sampling)]
+        blocks = find_blocks(roots, FORGE_UNET_BLOCKS)
+        if decoder:
+            blocks += find_blocks([getattr(self._forge().vae.first_stage_model, "decoder", None)], DECODER_BLOCKS)
+        return blocks
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         clip = self._forge().clip
@@ -248,20 +269,20 @@ def forge_predictor(params, p, cfg_scale: float, x0_mode: str, ad) -> tuple[Pred
             out[0]["control"] = control
         return out
 
-    def run(cond: torch.Tensor, rows: str):
+    def run(cond: torch.Tensor, rows: str, frames=None):
         model, xs, ts, opts, u, c = unet.model, x, sigma, unet.model_options, conds(uncond), conds(cond)
         for modifier in opts.get("conditioning_modifiers", []):
             model, xs, ts, u, c, _scale, opts, _seed = modifier(model, xs, ts, u, c, cfg_scale, opts, seed)
         c, u = {"cond": (c, None), "uncond": ([], u), "both": (c, u)}[rows]
         load(sampling_models(unet), memory)  # the text encoder may have pushed them out
         rematerialise(modules)
-        with inplace_safe(modules):
+        with inplace_safe(modules), animatediff.only_windows(frames if ad is not None else None):
             return samplers.calc_cond_uncond_batch(model, c, u, xs, ts, opts)
 
-    def predict(cond: torch.Tensor) -> torch.Tensor:
+    def predict(cond: torch.Tensor, frames=None) -> torch.Tensor:
         cond = cond.to(uncond.dtype)
         if control is None:
-            out_c = run(cond, "cond")[0]
+            out_c = run(cond, "cond", frames)[0]
             if x0_mode == "cfg" and not x0_uncond:
                 with torch.no_grad():
                     x0_uncond.append(run(cond.detach(), "uncond")[1])
@@ -274,5 +295,8 @@ def forge_predictor(params, p, cfg_scale: float, x0_mode: str, ad) -> tuple[Pred
         x0 = out_c if out_u is None else out_u + cfg_scale * (out_c - out_u)
         return x0
 
+    predict.frame_count = b  # = the video's frames (``problem`` refuses a video shorter than the context)
+    predict.shape_hint = lambda pairs: (grad_frames(ad, b, pairs) if control is None else 2 * b,
+                                        x.shape[-2] * x.shape[-1], unet_element_size(x))
     rows = "cond-only UNet" if control is None else "full-batch UNet (Forge ControlNet attached)"
     return predict, f"{rows} via Forge calc_cond_uncond_batch"

@@ -12,6 +12,7 @@ import contextlib
 
 import torch
 
+from ...engine.checkpointing import DECODER_BLOCKS, UNET_BLOCKS, find_blocks
 from ...engine.host import PredictX0
 from . import animatediff
 from .unet_path import UNetPath, choose, cond_rows_forward
@@ -38,6 +39,14 @@ class WebUIHost:
 
     def interrupted(self) -> bool:
         return bool(self.state is not None and (self.state.interrupted or self.state.skipped))
+
+    def checkpoint_blocks(self, decoder: bool) -> list:
+        """A1111: ldm's resnets and spatial transformers with AnimateDiff's motion modules (injected into the
+        UNet's blocks), and with ``decoder`` the VAE decoder's resnets and attention (``memory_plan``)."""
+        blocks = find_blocks([self.sd_model.model.diffusion_model], UNET_BLOCKS)
+        if decoder:
+            blocks += find_blocks([getattr(self.sd_model.first_stage_model, "decoder", None)], DECODER_BLOCKS)
+        return blocks
 
 
 def predictor(params, cfg_scale: float, x0_mode: str, frames: int | None = None,
@@ -72,9 +81,9 @@ def predictor(params, cfg_scale: float, x0_mode: str, frames: int | None = None,
         raise RuntimeError("a full-batch UNet call needs \"Batch cond/uncond\" on")
     x0_uncond: list[torch.Tensor] = []
 
-    def rows(half: slice, text: torch.Tensor) -> torch.Tensor:
+    def rows(half: slice, text: torch.Tensor, frames=None) -> torch.Tensor:
         return cond_rows_forward(den.inner_model, x_in[half], sigma_in[half], text, image_cond[half],
-                                 batch_cond_uncond, ad)
+                                 batch_cond_uncond, ad, frames)
 
     def uncond_x0() -> torch.Tensor:
         if not x0_uncond:
@@ -82,10 +91,10 @@ def predictor(params, cfg_scale: float, x0_mode: str, frames: int | None = None,
                 x0_uncond.append(den.get_pred_x0(x_in[b:], rows(slice(b, 2 * b), uncond), sigma_in[b:]))
         return x0_uncond[0]
 
-    def predict(cond: torch.Tensor) -> torch.Tensor:
+    def predict(cond: torch.Tensor, frames=None) -> torch.Tensor:
         cond = cond.to(uncond.dtype)
         if path.cond_only:
-            out_c = rows(slice(0, b), cond)
+            out_c = rows(slice(0, b), cond, frames)
             x0_u = uncond_x0() if x0_mode == "cfg" else None
         else:
             out = den.inner_model(x_in, sigma_in,
@@ -97,7 +106,25 @@ def predictor(params, cfg_scale: float, x0_mode: str, frames: int | None = None,
             x0_c = x0_u + cfg_scale * (x0_c - x0_u)
         return x0_c[:keep]
 
+    predict.frame_count = keep
+    predict.shape_hint = lambda pairs: (grad_frames(ad, b, pairs) if path.cond_only else 2 * b,
+                                        x_in.shape[-2] * x_in.shape[-1], unet_element_size(x_in))
     return predict
+
+
+def grad_frames(ad, rows: int, pairs: int) -> int:
+    """Frames the UNet runs with gradients for ``pairs`` scored pairs: the windows they come from, at most."""
+    if ad is None or ad.windows <= 1:
+        return rows
+    return min(rows, 2 * pairs * ad.context)
+
+
+def unet_element_size(fallback: torch.Tensor) -> int:
+    """Bytes per element of the UNet's activations: the WebUI's UNet dtype (fp16 unless --no-half)."""
+    from modules import devices
+
+    dtype = getattr(devices, "dtype_unet", None) or fallback.dtype
+    return torch.empty((), dtype=dtype).element_size()
 
 
 class A1111Path:

@@ -123,6 +123,10 @@ class RunOutcome:
             "problem": self.problem,
             "notes": list(self.notes),
             "unet_path": list(self.paths),
+            "memory_paths": sorted({p for s in sums for p in s["memory_paths"]}),
+            "predicted_step_bytes": _max([s["predicted_step_bytes"] for s in sums]),
+            "measured_step_bytes": _max([s["measured_step_bytes"] for s in sums]),
+            "kept_bytes": _max([s["kept_bytes"] for s in sums]),
             "host": self.path.label,
         }
         changes = [c for c in (probe.change() for probe in self.probes) if c is not None]
@@ -162,6 +166,8 @@ class RunOutcome:
         parts.append(extra)
         parts.append(f"{s['token_level']}-level tokens")
         parts.extend(self.paths)
+        if s["memory_paths"]:
+            parts.append(memory_text(s))
         parts.extend(self.flow_notes)
         if self.problem:
             parts.append(f"stopped: {self.problem}")
@@ -192,3 +198,23 @@ class RunOutcome:
             log.info("MotionPrompt: %s; report %s", metrics_text(metrics), path)
         except Exception as exc:  # a report must never cost the user the video
             log.warning("MotionPrompt: could not measure the clip: %s", exc)
+
+
+def _max(values: list):
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
+def memory_text(s: dict) -> str:
+    """Which memory path ran, and what the plan predicted against what was measured above the step's start."""
+    gib = 2**30
+    text = f"memory path {'/'.join(s['memory_paths'])}"
+    figures = []
+    if s.get("predicted_step_bytes"):
+        figures.append(f"predicted {s['predicted_step_bytes'] / gib:.1f} GiB")
+    if s.get("measured_step_bytes") is not None:
+        figures.append(f"measured {s['measured_step_bytes'] / gib:.1f} GiB above the step's start")
+    elif s.get("kept_bytes"):
+        figures.append(f"{s['kept_bytes'] / gib:.2f} GiB kept for the backward")
+    return f"{text} ({', '.join(figures)})" if figures else text
+

@@ -102,7 +102,7 @@ class InputLevelEncoder:
         lines = list(self.lines.values())
         zs = []
         try:
-            for line, line_fixes in zip(lines, fixes):
+            for line, line_fixes in zip(lines, fixes, strict=True):
                 self.clip.hijack.fixes = [line_fixes]
                 zs.append(self.clip.process_tokens([line.tokens], [line.multipliers]))
         finally:

@@ -7,7 +7,7 @@ of ``Script.process(p, *args)`` and of the API's ``args`` list.
 
 from __future__ import annotations
 
-from ...engine.config import COND_AFTER, DISC_LOSS_FORMS, OPTIMIZERS, X0_MODES
+from ...engine.config import COND_AFTER, DISC_LOSS_FORMS, MEMORY_MODES, OPTIMIZERS, X0_MODES
 from . import token_ui
 from .args import FLOW_AUTO, INFOTEXT_KEY, TOKEN_LEVELS, WEBUI_PRESETS, MotionPromptArgs
 
@@ -39,6 +39,9 @@ CONTROLS: dict[str, tuple] = {
                    "RAFT refinement iterations / LK warps per level; a mismatch is noted in the result"),
     "seed": ("Pair seed (-1 = image seed)", "number", None, "seed of the random frame pairs"),
     "token_level": ("Token level", "dropdown", list(TOKEN_LEVELS), "input = through CLIP like textual inversion; output = fallback"),
+    "memory": ("Memory", "dropdown", list(MEMORY_MODES),
+               "auto = the fastest path that fits the free GPU memory; balanced recomputes the UNet, low the VAE "
+               "decoder too (16x512²: ~29 / 11 / 8 GiB, docs/memory.md)"),
 }
 assert set(CONTROLS) | {"enabled", "discriminator", "preset", *token_ui.FIELDS} == set(MotionPromptArgs.field_names())
 

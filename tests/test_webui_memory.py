@@ -1,0 +1,138 @@
+"""The memory paths in the WebUI doubles (A1111's ldm UNet with AnimateDiff master's injected motion modules; early-
+2024 Forge's ldm_patched UNet with forge/master's block-modifier motion modules): the same token updates and video
+on every path, real recomputation of the host's own blocks, everything restored afterwards, what the result line
+says, and a memory the plan says is too small."""
+
+import pytest
+import torch
+
+from .webui_host import WebUI, install_double, save_disc
+
+TRAVEL = "a fox\n0: running\n6: jumping\nsnow"
+MP = {"enabled": True, "discriminator": "disc.safetensors", "inner_iters": 2, "window_start": 0.25, "window_end": 0.75}
+A1111_AD = {"enable": True, "video_length": 12, "batch_size": 8}  # two overlapping context windows per step
+FORGE_AD = {"enable": True, "video_length": 8, "batch_size": 8}  # Forge needs frames >= context
+
+
+@pytest.fixture(params=["a1111", "forge"])
+def ui(request, tmp_path):
+    ui = WebUI(tmp_path, flavour=request.param)
+    save_disc(tmp_path / "models")
+    ui.flavour_name = request.param
+    yield ui
+    install_double("a1111")
+
+
+def _host_blocks(ui):
+    """The hosts' own resnet classes (a block of each kind the paths wrap) and the decoder's."""
+    if ui.flavour_name == "forge":
+        unet = ui.sd_model.forge_objects.unet.model.diffusion_model
+        decoder = ui.sd_model.forge_objects.vae.first_stage_model.decoder
+    else:
+        unet, decoder = ui.sd_model.model.diffusion_model, ui.sd_model.first_stage_model.decoder
+    res = [m for m in unet.modules() if type(m).__name__ == "ResBlock"][-1]  # after the cross-attention: on the
+    # gradient path (the first one sees only latents and timesteps, so nothing of it is needed in the backward)
+    dec = next(m for m in decoder.modules() if type(m).__name__ == "ResnetBlock")
+    return res, dec
+
+
+def _run(ui, monkeypatch, memory):
+    """A guided job on one memory path: its result line, the tokens after every guided step, the video, and how
+    often a UNet resnet's and a decoder resnet's inner layers ran with gradients on."""
+    from motionprompt.engine.guidance import MotionGuide
+
+    trail, calls = [], {"unet": 0, "decoder": 0}
+    original = MotionGuide._optimize
+
+    def spy(self, step, total, predict):
+        original(self, step, total, predict)
+        trail.append(self.tokens.detach().clone())
+
+    res, dec = _host_blocks(ui)
+    hooks = [m.register_forward_pre_hook(lambda *_, k=key: calls.__setitem__(k, calls[k] + torch.is_grad_enabled()))
+             for key, block in (("unet", res), ("decoder", dec)) for m in block.children()]
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(MotionGuide, "_optimize", spy)
+            ad = FORGE_AD if ui.flavour_name == "forge" else A1111_AD
+            p, out = ui.generate({**MP, "memory": memory}, ad, prompt=TRAVEL)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert not ui.errors, ui.errors
+    assert not any("forward" in b.__dict__ for b in _all_blocks(ui)), "a wrapped forward was left behind"
+    return p.extra_generation_params["MotionPrompt result"], trail, out.samples, calls
+
+
+def _all_blocks(ui):
+    return [m for m in ui.sd_model.modules() if type(m).__name__ in
+            {"ResBlock", "SpatialTransformer", "CrossAttention", "FeedForward", "VanillaTemporalModule", "ResnetBlock",
+             "AttnBlock"}]
+
+
+def test_every_memory_path_gives_the_same_tokens_and_video_and_recomputes_the_hosts_blocks(ui, monkeypatch):
+    runs = {m: _run(ui, monkeypatch, m) for m in ("speed", "balanced", "low")}
+    (t_s, trail_s, video_s, calls_s) = runs["speed"]
+    assert len(trail_s) == 4 and not torch.equal(trail_s[0], trail_s[-1])  # the tokens moved
+    for memory in ("balanced", "low"):
+        text, trail, video, _calls = runs[memory]
+        assert f"memory path {memory}" in text, text
+        if memory == "balanced":  # the same kernels on the same batches, run again: bit-identical
+            assert all(torch.equal(a, b) for a, b in zip(trail, trail_s, strict=True))
+            assert torch.equal(video, video_s)
+            continue
+        # low decodes each pair frame alone, and a conv on a batch of 1 rounds differently from the pair batched:
+        # measured on the doubles, tokens 1.9e-7 apart (scale 2) and videos 4e-7 of their scale; 5x that is allowed
+        for a, b in zip(trail, trail_s, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6 * float(b.abs().max()))
+        torch.testing.assert_close(video, video_s, rtol=0, atol=2e-6 * float(video_s.abs().max()))
+    assert "memory path speed" in t_s
+    # with gradients on, a resnet's layers run once per UNet call on speed and again in the backward when
+    # checkpointed; the decoder's only on low
+    assert runs["balanced"][3]["unet"] > calls_s["unet"] and runs["balanced"][3]["decoder"] == calls_s["decoder"]
+    assert runs["low"][3]["decoder"] > calls_s["decoder"]
+
+
+def test_forge_wraps_attention_parts_because_its_transformer_block_adds_in_place(tmp_path):
+    """ldm_patched's BasicTransformerBlock adds into x after norm1 saved it (Forge's saved-tensor copies keep the
+    plain backward right); a recompute skips autograd's version check, so a whole SpatialTransformer checkpointed
+    gives a wrong gradient (float64), while its attention and feed-forward parts (FORGE_UNET_BLOCKS) give the
+    plain one exactly."""
+    WebUI(tmp_path, flavour="forge")
+    try:
+        from ldm_patched.ldm.modules.attention import SpatialTransformer
+
+        from motionprompt.engine.checkpointing import checkpointed, find_blocks
+        from motionprompt.hosts.webui import forge
+
+        torch.manual_seed(0)
+        block = SpatialTransformer(16, 2, 8, context_dim=32).double()
+        x = torch.randn(2, 16, 4, 4, dtype=torch.float64, requires_grad=True)
+        context = torch.randn(2, 5, 32, dtype=torch.float64, requires_grad=True)
+
+        def grads(wrapped):
+            with checkpointed(wrapped), forge.inplace_safe([block]):
+                out = block(x * 1.0, context=context, transformer_options={})
+            return torch.autograd.grad(out.square().sum(), [x, context])
+
+        plain = grads([])
+        parts = grads(find_blocks([block], forge.FORGE_UNET_BLOCKS))
+        whole = grads([block])
+    finally:
+        install_double("a1111")
+    assert all(torch.equal(a, b) for a, b in zip(parts, plain, strict=True))
+    assert not torch.allclose(whole[0], plain[0], rtol=1e-6, atol=1e-9)
+
+
+def test_too_little_free_memory_leaves_the_job_unguided_and_says_so(ui, monkeypatch):
+    """auto, and the plan finds no path that fits the (simulated) free memory: no UNet call with gradients, the
+    video is the plain one, and the result line says why."""
+    from motionprompt.engine import memory_plan
+
+    monkeypatch.setattr(memory_plan, "free_bytes", lambda device: 1)
+    ad = FORGE_AD if ui.flavour_name == "forge" else A1111_AD
+    _p, plain = ui.generate({"enabled": False}, ad, prompt=TRAVEL)
+    p, guided = ui.generate(MP, ad, prompt=TRAVEL)
+    text = p.extra_generation_params["MotionPrompt result"]
+    assert text.startswith("not applied") and "not even the low-memory path fits" in text, text
+    assert torch.equal(guided.samples, plain.samples)
