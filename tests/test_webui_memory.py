@@ -136,3 +136,49 @@ def test_too_little_free_memory_leaves_the_job_unguided_and_says_so(ui, monkeypa
     text = p.extra_generation_params["MotionPrompt result"]
     assert text.startswith("not applied") and "not even the low-memory path fits" in text, text
     assert torch.equal(guided.samples, plain.samples)
+
+
+def test_forge_runs_only_the_windows_the_scored_frames_come_from(tmp_path, monkeypatch):
+    """12 frames with a context of 8 on Forge: AnimateDiff forge/master's own wrapper runs the windows, filtered
+    while our call runs to those whose output a scored frame gets; its own sampling calls keep every window."""
+    from motionprompt.engine import schedule
+    from motionprompt.engine.config import preset
+    from motionprompt.hosts.webui.animatediff import scoring_windows
+
+    ui = WebUI(tmp_path, flavour="forge")
+    save_disc(tmp_path / "models")
+    try:
+        from modules import script_callbacks
+
+        from ldm_patched.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+        from .webui_double_forge.animatediff import AnimateDiffInfV2V
+
+        current, calls = [], []
+        forward = UNetModel.forward
+
+        def spy(self, x, *a, **k):
+            calls.append((current[-1], torch.is_grad_enabled()))
+            return forward(self, x, *a, **k)
+
+        script_callbacks.callback_map["callbacks_cfg_denoiser"].insert(
+            0, script_callbacks.ScriptCallback("spy", lambda params: current.append(params.denoiser.step), "spy"))
+        monkeypatch.setattr(UNetModel, "forward", spy)
+        ad = {"enable": True, "video_length": 12, "batch_size": 8}
+        p, _ = ui.generate({**MP, "seed": 5}, ad, prompt=TRAVEL)
+        assert not ui.errors, ui.errors
+        ap = ui.ad.mm_animatediff.ad_params
+        cfg = preset("paper", seed=5)
+        skipped = 0
+        for step in range(2, 6):  # the guided steps (window 0.25-0.75 of 8)
+            windows = list(AnimateDiffInfV2V.uniform(step, 12, 8, ap.stride, ap.overlap, ap.closed_loop))
+            assert len(windows) == 2
+            scored = [{f for pair in schedule.sample_pairs(cfg, 12, step, it) for f in pair} for it in range(2)]
+            needed = sum(len(scoring_windows(windows, frames)) for frames in scored)
+            grad = [c for c in calls if c == (step, True)]
+            assert len(grad) == needed, (step, calls)
+            skipped += 2 * len(windows) - needed
+            assert len([c for c in calls if c == (step, False)]) >= len(windows)  # the sampler's own calls: all
+        assert skipped > 0
+    finally:
+        install_double("a1111")

@@ -76,11 +76,12 @@ def only_windows(frames):
     ``mm_sd_forward`` runs the windows itself); restored afterwards, also on an error. None: unchanged."""
     mod = sys.modules.get("scripts.animatediff_infv2v")
     cls = getattr(mod, "AnimateDiffInfV2V", None) if mod else None
-    original = cls.__dict__.get("uniform") if cls is not None else None
-    if frames is None or original is None:
+    plain = getattr(cls, "uniform", None) if cls is not None else None  # a staticmethod, maybe inherited (Forge)
+    if frames is None or plain is None:
         yield
         return
-    plain = original.__func__ if isinstance(original, staticmethod) else original
+    own = "uniform" in cls.__dict__
+    original = cls.__dict__.get("uniform")
 
     def uniform(*args, **kwargs):
         return iter(scoring_windows(list(plain(*args, **kwargs)), frames))
@@ -89,7 +90,10 @@ def only_windows(frames):
     try:
         yield
     finally:
-        cls.uniform = original
+        if own:
+            cls.uniform = original
+        else:
+            del cls.uniform
 
 
 def forge_wrapper():
