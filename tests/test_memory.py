@@ -160,3 +160,22 @@ def test_a_cuda_out_of_memory_frees_the_loop_and_auto_goes_lower(model, monkeypa
     state["guide"] = _guide(host, "speed")
     sample(host, state["guide"], steps=3, num_frames=4, height=32, width=32, seed=3)
     assert "out of memory at step 0 on the speed memory path" in state["guide"].summary()["disabled"]
+
+
+def test_the_first_measured_iteration_rescales_the_table_for_this_job(model):
+    """The table is SD1.5's; the tiny model keeps far less. After its first measured iteration the job's later
+    predictions are the table's times measured / table (kept bytes), so the kept part matches what ran."""
+    host = DiffusersVideoHost(model, "a white fox running", n_tokens=1)
+    guide = _guide(host, "speed")
+    model.scheduler.set_timesteps(10)
+    torch.manual_seed(1)
+    latents = torch.randn(1, 4, 4, 8, 8)
+    for step in (3, 4):
+        guide._optimize(step, 10, host.predictor(latents, model.scheduler.timesteps[step], 7.5, "cond"))
+    first, second = guide.records
+    shape = guide.plan.shape
+    kept = first.saved_bytes["bytes"]["unet"] + first.saved_bytes["bytes"]["decode"]
+    table = memory_plan.predict(shape)["speed"]
+    assert first.predicted_bytes == table  # before any measurement: the table's
+    assert guide._scale == pytest.approx(kept / memory_plan.predict(shape, kept_only=True)["speed"])
+    assert second.predicted_bytes == int(table * guide._scale) and second.predicted_bytes < table / 10

@@ -162,6 +162,7 @@ class MotionGuide:
         except GuidanceSkipped:
             return None
         except Exception as exc:  # never break the user's generation
+            exc.__traceback__ = None  # its frames hold the loop's tensors: let them go before memory is freed
             if _out_of_memory(exc) and self._lower_path(step):
                 return self._cond_opt if phase == "window" else self._original()
             self._fail(step, exc)
@@ -313,12 +314,15 @@ class MotionGuide:
         return plan
 
     def _learn(self, plan: memory_plan.Plan, saved: SavedBytes) -> None:
-        """This job's measured bytes (UNet + decode) against the table's prediction for the path that ran."""
-        predicted = plan.predicted.get(plan.path)
-        measured = saved.bytes.get("unet", 0) + saved.bytes.get("decode", 0)
+        """This job's kept bytes (UNet + decode) against what the table says they are for the path that ran: the
+        ratio scales every later prediction of this job (another UNet than SD1.5's, another attention kernel)."""
         plan.measured = dict(saved.bytes)
-        if predicted and measured:
-            self._scale = measured / (predicted / (self._scale or 1.0))
+        if plan.shape is None:
+            return
+        table = memory_plan.predict(plan.shape, kept_only=True)[plan.path]
+        measured = saved.bytes.get("unet", 0) + saved.bytes.get("decode", 0)
+        if table and measured:
+            self._scale = measured / table
 
     def _blocks(self, path: str) -> list[nn.Module]:
         if path == "speed" or not hasattr(self.host, "checkpoint_blocks"):

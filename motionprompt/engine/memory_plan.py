@@ -54,6 +54,7 @@ class Plan:
     predicted: dict[str, int]  # path -> predicted peak bytes above what is allocated now
     free: int | None  # free device memory when chosen (None: unknown, e.g. CPU)
     why: str = ""
+    shape: JobShape | None = None
     measured: dict[str, int] = field(default_factory=dict)  # saved bytes per phase, first iteration
 
     def text(self) -> str:
@@ -66,14 +67,15 @@ class Plan:
         return ", ".join(parts)
 
 
-def predict(shape: JobShape, coeffs: dict | None = None) -> dict[str, int]:
-    """Predicted bytes above the resident weights and latents for each path."""
+def predict(shape: JobShape, kept_only: bool = False) -> dict[str, int]:
+    """Predicted bytes above the resident weights and latents for each path (``kept_only``: without the
+    backward's working set, what ``saved_bytes`` measures)."""
     out = {}
     for path in PATHS:
-        c = (coeffs or COEFFS)[path]
+        c = COEFFS[path]
         unet = c["unet"] * shape.grad_frames * shape.latent_pixels * shape.element_size
         decode = c["decode"] * shape.decoded_frames * shape.latent_pixels * shape.element_size
-        work = c["work"] * shape.grad_frames * shape.latent_pixels * shape.element_size
+        work = 0 if kept_only else c["work"] * shape.grad_frames * shape.latent_pixels * shape.element_size
         out[path] = int(unet + decode + work)
     return out
 
@@ -96,15 +98,15 @@ def choose(mode: str, shape: JobShape | None, free: int | None, floor: int = 0, 
     if scale:
         predicted = {k: int(v * scale) for k, v in predicted.items()}
     if mode != "auto":
-        return Plan(mode, predicted, free, "asked for")
+        return Plan(mode, predicted, free, "asked for", shape=shape)
     paths = PATHS[floor:]
     why = f"auto, after an out-of-memory on the {PATHS[floor - 1]} path" if floor else "auto"
     if free is None or not predicted:
         return Plan(paths[0], predicted, free, f"{why}: free memory unknown (not a CUDA device)" if free is None
-                    else f"{why}: no prediction for this host")
+                    else f"{why}: no prediction for this host", shape=shape)
     budget = free - max(MARGIN * free, MARGIN_BYTES)
     for path in paths:
         if predicted[path] <= budget:
-            return Plan(path, predicted, free, f"{why}: fits {free / 2**30:.1f} GiB free")
+            return Plan(path, predicted, free, f"{why}: fits {free / 2**30:.1f} GiB free", shape=shape)
     raise MemoryError(f"not even the low-memory path fits: it needs about {predicted['low'] / 2**30:.1f} GiB "
                       f"and {free / 2**30:.1f} GiB are free; use fewer frames or a smaller size")
