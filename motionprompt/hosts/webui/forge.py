@@ -150,7 +150,7 @@ def inplace_safe(modules: Iterable[nn.Module]):
         if isinstance(t, nn.Parameter) or t.untyped_storage().data_ptr() in weights:
             return t
         copy = t.clone()
-        saved_bytes.observe(copy)  # this hook replaces the accountant's inside the UNet call: count what it keeps
+        saved_bytes.observe(copy, copy=True)  # this hook replaces the accountant's in the UNet call: count what it keeps
         return copy
 
     with torch.autograd.graph.saved_tensors_hooks(pack, _unpack):
