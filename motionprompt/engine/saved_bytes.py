@@ -8,14 +8,15 @@ What checkpointing keeps instead (the inputs of each wrapped call), and what a h
 keeps (Forge's copies), arrive through ``observe``.
 
 Not counted: leaves (weights, whether trainable or frozen, and the sampler's latents: resident anyway).
-Storages are told apart by address: one freed during the forward (a branch the loss does not use) whose
-address is reused hides the later one (a few percent in the WebUI doubles; none seen on the SD1.5-sized model).
+Storages are told apart by address, and an address counts again once the tensor first seen there is gone (a
+branch the loss does not use is freed during the forward and its memory reused).
 Also kept: the largest single storage per phase (the backward's working set is of that order).
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -36,7 +37,7 @@ class SavedBytes:
         self.bytes: dict[str, int] = {}
         self.largest: dict[str, int] = {}
         self.phase = "other"
-        self._seen: set[tuple] = set()
+        self._seen: dict[tuple, weakref.ref] = {}  # storage address -> the tensor first counted there
 
     # ------------------------------------------------------------------ measuring
     def _count(self, t: torch.Tensor, copy: bool = False) -> None:
@@ -48,9 +49,10 @@ class SavedBytes:
             size = storage.nbytes()
         except (RuntimeError, NotImplementedError):  # a tensor subclass without storage: its own size
             key, size = (id(t),), t.numel() * t.element_size()
-        if key in self._seen:
+        seen = self._seen.get(key)
+        if seen is not None and seen() is not None:  # that storage is still alive: a view of it, counted
             return
-        self._seen.add(key)
+        self._seen[key] = weakref.ref(t)
         self.bytes[self.phase] = self.bytes.get(self.phase, 0) + size
         self.largest[self.phase] = max(self.largest.get(self.phase, 0), size)
 
