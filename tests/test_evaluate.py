@@ -218,3 +218,47 @@ def test_an_arms_flow_iterations_guide_its_clips_while_the_metrics_keep_the_disc
     ev = Evaluation(tmp_path / "ev", str(model), str(d1), str(d2), arms, n_prompts=1, n_seeds=1, steps=3, cfg_scale=3.0)
     ev.run()
     assert seen == [(FLOW.iters, FLOW.iters), (5, 5)]  # was: every arm guided by the D's own flow (iters 2)
+
+
+@pytest.mark.diffusers
+def test_evaluate_takes_ones_own_prompts_and_seeds_and_keeps_the_tables_cases_by_default(tmp_path, files, capsys):
+    """Issue 26 item 12: `--prompts N` was the first N of 24 fixed captions and the seeds were fixed."""
+    from motionprompt.cli.main import build_parser, main
+    from motionprompt.toy.protocol import caption_split, seeds
+
+    model, d1, d2 = files
+    held = caption_split()["eval"]
+    # the defaults are the README tables' cases, and a run of them resumes as before (same setup record)
+    default = Evaluation(tmp_path / "d", str(model), str(d1), str(d2), [Arm.parse("paper")], 24, 3, 25, 5.0)
+    assert default.work() == [(p, s) for p in held for s in seeds("eval", 3)] == eval_pairs(24, 3)
+    assert (default.setup()["prompts"], default.setup()["seeds"]) == (24, 3)
+    args = build_parser().parse_args(["evaluate", "--disc", "d"])
+    assert (args.prompts, args.seeds, args.prompt_file, args.seed_list, args.steps, args.cfg) == (24, 3, None, None,
+                                                                                                   25, 5.0)
+    never_held = caption_split()["guide"][0]  # a caption of the world outside the evaluation split
+    prompts = tmp_path / "mine.txt"
+    prompts.write_text(f"# my cases\n{never_held}\n\na purple fox in the snow\n", encoding="utf-8")
+    out = tmp_path / "ev"
+    argv = ["evaluate", "--model", str(model), "--disc", str(d1), "--independent-disc", str(d2),
+            "--arm", "g=paper:inner_iters=1,window_start=0.0,window_end=0.5", "--steps", "2",
+            "--prompt-file", str(prompts), "--seed-list", "11,40-40", "--threads", "1", "--out", str(out)]
+    assert main(argv) == 0
+    data = json.loads((out / "samples.json").read_text())
+    pairs = {(r["prompt"], r["seed"]) for r in data["rows"]}
+    assert pairs == {(p, s) for p in (never_held, "a purple fox in the snow") for s in (11, 40)}
+    assert len(data["rows"]) == 8 and data["setup"]["prompts"] == [never_held, "a purple fox in the snow"]
+    assert data["setup"]["seeds"] == [11, 40]
+    fox = [r for r in data["rows"] if r["prompt"] == "a purple fox in the snow"]
+    world = [r for r in data["rows"] if r["prompt"] == never_held]
+    assert all(r["metrics"]["direction_ok"] is None and r["metrics"]["d_guide"] is not None for r in fox)
+    assert all(isinstance(r["metrics"]["direction_ok"], bool) for r in world)  # ground truth where the world has it
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["arms"]["g"]["metrics"]["direction_ok"]["n"] == 2 and summary["arms"]["g"]["n"] == 4
+    capsys.readouterr()
+    assert main([*argv[:-2], "--seed-list", "12", "--out", str(out)]) == 2  # other cases: another --out
+    assert "other settings" in capsys.readouterr().err
+    for bad in (["--prompts", "3", "--prompt-file", str(prompts)], ["--seeds", "2", "--seed-list", "1"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["evaluate", "--disc", "d", *bad])
+    assert main(["evaluate", "--model", str(model), "--disc", str(d1), "--seed-list", "5-3", "--out",
+                 str(tmp_path / "x")]) == 2

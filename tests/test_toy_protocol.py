@@ -95,3 +95,68 @@ def test_demo_side_by_side_shows_frames_on_top_and_flow_colours_of_the_motion_be
     # Middlebury wheel: rightward motion is red, leftward cyan
     assert flow_r[moving_r][:, 0].mean() > flow_r[moving_r][:, 2].mean() + 60
     assert flow_l[moving_l][:, 2].mean() > flow_l[moving_l][:, 0].mean() + 60
+
+
+def test_seed_lists_and_prompt_files_of_ones_own_cases(tmp_path):
+    from motionprompt.toy.protocol import parse_seed_list, read_prompt_file
+
+    assert parse_seed_list("7, 8,100-103") == [7, 8, 100, 101, 102, 103] and parse_seed_list("5") == [5]
+    for bad in ("", "x", "5-3", "1,1", "1-2,2"):
+        with pytest.raises(ValueError):
+            parse_seed_list(bad)
+    path = tmp_path / "p.txt"
+    path.write_text("# mine\na red circle moving up slowly\n\n  a blue square moving left quickly  \n", encoding="utf-8")
+    assert read_prompt_file(path) == ["a red circle moving up slowly", "a blue square moving left quickly"]
+    path.write_text("# nothing\n\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no prompt"):
+        read_prompt_file(path)
+
+
+@pytest.mark.diffusers
+def test_toy_disc_takes_ones_own_captions_seeds_architecture_and_training_seed(tmp_path, monkeypatch, capsys,
+                                                                               one_torch_thread):
+    """Issue 26 item 12: toy-disc fixed captions, seeds, width and training seed by role."""
+    from motionprompt.cli.main import main
+    from motionprompt.training import trainer
+
+    model = save_model(tiny_parts(), tmp_path / "toy.safetensors", dtype=torch.float32)
+    mine = ["a red circle moving up slowly", "a blue square moving left quickly"]  # evaluation captions, even
+    real, fake = toy_disc.write_role_data(str(model), "guide", tmp_path / "data", per_prompt=1, steps=2, cfg_scale=3.0,
+                                          log=lambda m: None, prompts=mine, real_seeds=[5, 6], fake_seeds=[7, 8, 9])
+    assert sorted(p.name for p in real.iterdir()) == sorted(p.name for p in fake.iterdir()) == ["00_0", "01_0"]
+    from PIL import Image
+
+    first = np.stack([np.asarray(Image.open(f)) for f in sorted((real / "01_0").iterdir())])
+    np.testing.assert_array_equal(first, real_clip(mine[1], 6, size=16))
+    with pytest.raises(ValueError, match="other prompts, seeds"):  # the folder holds these cases' clips
+        toy_disc.write_role_data(str(model), "guide", tmp_path / "data", 1, 2, 3.0, log=lambda m: None, prompts=mine)
+    with pytest.raises(ValueError, match="need one each"):
+        toy_disc.write_role_data(str(model), "guide", tmp_path / "x", 2, 2, 3.0, prompts=mine, real_seeds=[1, 2, 3])
+    with pytest.raises(ValueError, match="not one the world writes"):
+        toy_disc.write_role_data(str(model), "guide", tmp_path / "x", 1, 2, 3.0, prompts=["a fox moving up"])
+
+    seen = {}
+
+    def fake_data(model_path, role, out, per_prompt, steps, cfg_scale, log=print, **own):
+        seen["own"] = own
+        return out / "r", out / "f"
+
+    def fake_train(cfg, progress=None, log=print):
+        seen["cfg"] = cfg
+        raise trainer.TrainError("stop here")
+
+    monkeypatch.setattr(toy_disc, "write_role_data", fake_data)
+    monkeypatch.setattr(trainer, "train_discriminator", fake_train)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(mine) + "\n", encoding="utf-8")
+    assert main(["toy-disc", "--model", str(model), "--role", "independent", "--data", str(tmp_path / "d")]) == 2
+    assert seen["own"] == {"prompts": None, "real_seeds": None, "fake_seeds": None}  # the role's own, as shipped
+    cfg = seen["cfg"]
+    assert (cfg.seed, cfg.data_seed, cfg.arch, cfg.arch_config, cfg.steps) == (1, 1, "cnn", {}, 1500)
+    assert main(["toy-disc", "--model", str(model), "--data", str(tmp_path / "d"), "--prompt-file", str(prompts),
+                 "--real-seeds", "100-101", "--fake-seeds", "200,300", "--train-seed", "9", "--width", "8",
+                 "--arch-config", '{"depth": 2}']) == 2
+    assert seen["own"] == {"prompts": mine, "real_seeds": [100, 101], "fake_seeds": [200, 300]}
+    cfg = seen["cfg"]
+    assert (cfg.seed, cfg.data_seed, cfg.arch, cfg.arch_config) == (9, 9, "cnn", {"depth": 2, "width": 8})
+    assert "--seed 9 --data-seed 9 --arch-config" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..engine.config import MEMORY_MODES, PRESETS, preset
+from ..files.video import FRAME_FORMATS
 from ..flow.policy import FlowMismatch, resolve_flow
 
 
@@ -87,11 +88,12 @@ def _add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--motion-adapter", help="MotionAdapter folder when --model is a plain SD1.5 folder")
     p.add_argument("--prompt", default=None, help="default: a toy-world caption for toy models, else a fox")
     p.add_argument("--negative", default="")
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--height", type=int, default=None, help="default: the toy model's size, else 64")
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--cfg", type=float, default=7.5, help="classifier-free guidance scale")
+    p.add_argument("--frames", type=int, default=None, help="default: the toy model's frames (16), else 16")
+    p.add_argument("--height", type=int, default=None, help="default: the toy model's size (32), else 64")
+    p.add_argument("--width", type=int, default=None, help="default: the toy model's size, else 64")
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default 25, as the toy tables)")
+    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: 5 for toy "
+                   "models, the scale every toy table and its discriminators' data use; else 7.5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--disc", help="discriminator .safetensors (required unless --random-disc)")
@@ -100,7 +102,15 @@ def _add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", action="store_true", help="also sample without guidance from the same seed")
     p.add_argument("--fps", type=float, default=8.0)
     p.add_argument("--out", default="outputs/generate", help="output folder (clips + record.json)")
+    p.add_argument("--frames-out", choices=FRAME_FORMATS, help="also the exact frames beside each GIF (a GIF's "
+                   "palette changes colours): npy = plain.npy/guided.npy, one uint8 array [F, H, W, 3]; png = "
+                   "folders plain/ and guided/ of numbered PNG frames (train --fake takes them)")
     _add_engine_args(p)
+
+
+#: what a flag left out means for a diffusers (or the tiny) model; a toy model brings its own (run_generate)
+DEFAULTS = {"prompt": "a white fox running on a rock, snow", "height": 64, "width": 64, "frames": 16, "steps": 25,
+            "cfg": 7.5}
 
 
 def build_generate_parser() -> argparse.ArgumentParser:
@@ -117,7 +127,7 @@ def run_generate(args, wrap_guide=None) -> dict:
     from ..disc.models import build_discriminator
     from ..engine.guidance import MotionGuide
     from ..files.atomic import write_json
-    from ..files.video import save_gif
+    from ..files.video import save_frames, save_gif
     from ..flow.registry import build_flow
     from ..hosts.diffusers.host import DiffusersVideoHost
     from ..hosts.diffusers.models import load_model, tiny_model
@@ -126,13 +136,16 @@ def run_generate(args, wrap_guide=None) -> dict:
     cfg = _config_from_args(args)
     out = Path(args.out)
     notes = []
-    default_side, default_prompt = 64, "a white fox running on a rock, snow"
+    defaults = dict(DEFAULTS)
     if args.model == "toy" or args.model.endswith(".safetensors"):
         from ..toy.model import load_model as load_toy
         from ..toy.model import model_file
+        from ..toy.sample import DEFAULT_CFG, DEFAULT_STEPS
 
         parts = load_toy(model_file(args.model), args.device)
-        model, default_side, default_prompt = parts.video_model(), parts.arch.size, "a red circle moving right slowly"
+        model = parts.video_model()
+        defaults.update(prompt="a red circle moving right slowly", height=parts.arch.size, width=parts.arch.size,
+                        frames=parts.arch.frames, steps=DEFAULT_STEPS, cfg=DEFAULT_CFG)
         notes.append(f"toy-world model ({parts.meta.get('unet_steps', '?')} training steps): it knows only captions "
                      "of its world (python -m motionprompt toy-check)")
     elif args.model == "tiny":
@@ -140,22 +153,29 @@ def run_generate(args, wrap_guide=None) -> dict:
         notes.append("tiny random-weight AnimateDiff-shaped model: frames are noise-like, only the mechanics are real")
     else:
         model = load_model(args.model, args.motion_adapter)
-    args.prompt = args.prompt or default_prompt
-    args.height, args.width = args.height or default_side, args.width or default_side
+    for key, value in defaults.items():  # a flag given always wins over the model's default
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     host = DiffusersVideoHost(model, args.prompt, args.negative, cfg.n_tokens, args.device)
     common = {"steps": args.steps, "cfg_scale": args.cfg, "seed": args.seed, "num_frames": args.frames,
-                  "height": args.height, "width": args.width}
+              "height": args.height, "width": args.width}
     record: dict = {"version": __version__, "model": model.name, "prompt": args.prompt, "sampling": common,
-                    "config": cfg.to_dict(), "notes": notes}
+                    "config": cfg.to_dict(), "notes": notes, "torch_threads": torch.get_num_threads()}
+
+    def save(frames, name: str) -> None:
+        save_gif(frames, out / f"{name}.gif", args.fps)
+        if getattr(args, "frames_out", None):
+            save_frames(frames, out / name, args.frames_out)
+
     if args.no_guidance or args.compare:
         plain = sample(host, None, **common)
-        save_gif(plain.frames, out / "plain.gif", args.fps)
+        save(plain.frames, "plain")
         record["plain_seconds"] = plain.seconds
     if not args.no_guidance and cfg.inner_iters == 0:  # an amortized token as it is: no flow, no D needed
         guide = MotionGuide(cfg, host, None, None)
         notes.append(f"amortized token {cfg.start_token} appended at every step, no inner loop")
         guided = sample(host, guide, **common)
-        save_gif(guided.frames, out / "guided.gif", args.fps)
+        save(guided.frames, "guided")
         record.update(guided_seconds=guided.seconds, summary=guide.summary(), steps=guided.steps)
     elif not args.no_guidance:
         if args.disc:
@@ -180,7 +200,7 @@ def run_generate(args, wrap_guide=None) -> dict:
         if wrap_guide is not None:
             wrap_guide(guide)
         guided = sample(host, guide, **common)
-        save_gif(guided.frames, out / "guided.gif", args.fps)
+        save(guided.frames, "guided")
         record.update(guided_seconds=guided.seconds, summary=guide.summary(), steps=guided.steps)
     write_json(out / "record.json", record)
     return record

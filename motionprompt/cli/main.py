@@ -11,6 +11,7 @@ from .. import __version__
 from .generate import _add_generate_args, _print_summary, run_generate
 from .generate import _disc_flow as _disc_flow  # old import paths keep working
 from .generate import build_generate_parser as build_generate_parser
+from .threads import SAMPLING_COMMANDS, add_threads_argument, apply_threads, model_of
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "over many prompts, seeds and steps (resumable); exported as an embedding"))
     token_cli.add_export_arguments(sub.add_parser("token-export", help="copy a token file under another name (the "
                                                   "word that triggers it in a WebUI prompt)"))
+    for name in SAMPLING_COMMANDS:  # one flag and one default for every command that samples (threads.py)
+        add_threads_argument(sub.choices[name])
     return parser
 
 
@@ -72,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in SAMPLING_COMMANDS:
+        apply_threads(args.threads, model_of(args))
     from ..amortized import cli as token_cli
     from ..evaluation import bench, evaluate, metrics
     from ..toy import disc as toy_disc

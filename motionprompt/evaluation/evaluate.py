@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -90,6 +91,22 @@ def _parse_value(v: str):
     return v
 
 
+TRUTH_KEYS = ("visible_frac", "direction_ok", "displacement", "off_axis", "speed_error", "area_cv", "jerk",
+              "colour_purity")
+
+
+@functools.lru_cache(maxsize=4096)
+def world_writes(prompt: str) -> bool:
+    """Is ``prompt`` a caption the toy world writes (so it has ground truth and real clips)?"""
+    from ..toy.sample import real_clip
+
+    try:
+        real_clip(prompt, 0, size=8)
+    except (ValueError, KeyError):
+        return False
+    return True
+
+
 def clip_metrics(frames: np.ndarray, prompt: str, discs: dict, flows: dict) -> dict:
 
     from ..toy.truth import clip_truth
@@ -102,7 +119,10 @@ def clip_metrics(frames: np.ndarray, prompt: str, discs: dict, flows: dict) -> d
     big = resize_short_side(frames, METRIC_SIDE) if min(frames.shape[1:3]) < METRIC_SIDE else frames
     vm = video_metrics(big, short_side=None)
     out.update({k: vm[k] for k in ("warp_error", "flicker", "smoothness", "motion_px")})
-    out.update(clip_truth(frames, prompt).to_dict())
+    if world_writes(prompt):
+        out.update(clip_truth(frames, prompt).to_dict())
+    else:  # no ground truth for a prompt of one's own that is not a caption of the toy world
+        out.update(dict.fromkeys(TRUTH_KEYS))
     out["flow_features"] = [float(x) for x in flow_features(frames)]
     return out
 
@@ -160,11 +180,17 @@ def _num(v):
 
 
 class Evaluation:
+    """``prompts`` / ``seed_list``: one's own cases instead of the first ``n_prompts`` held-out captions / the
+    protocol's first ``n_seeds`` evaluation seeds (every prompt is sampled with every seed)."""
+
     def __init__(self, out: str | Path, model: str, disc: str, independent: str | None, arms: list[Arm],
-                 n_prompts: int, n_seeds: int, steps: int, cfg_scale: float, n_real: int = 3, log=print):
+                 n_prompts: int, n_seeds: int, steps: int, cfg_scale: float, n_real: int = 3, log=print,
+                 prompts: list[str] | None = None, seed_list: list[int] | None = None):
         self.out = Path(out)
         self.arms, self.steps, self.cfg_scale, self.log = arms, steps, cfg_scale, log
         self.n_prompts, self.n_seeds, self.n_real = n_prompts, n_seeds, n_real
+        self.prompts = list(prompts) if prompts is not None else None
+        self.seed_list = [int(s) for s in seed_list] if seed_list is not None else None
         self.model_path, self.disc_path, self.indep_path = model, disc, independent
         self.rows_path = self.out / "samples.json"
         self.rows: list[dict] = []
@@ -185,12 +211,24 @@ class Evaluation:
 
         out = {"model": weights(self.model_path), "disc": weights(self.disc_path),
                "independent": weights(self.indep_path),
-               "arms": [dataclasses.asdict(a) for a in self.arms], "prompts": self.n_prompts,
-               "seeds": self.n_seeds, "steps": self.steps, "cfg_scale": self.cfg_scale}
+               "arms": [dataclasses.asdict(a) for a in self.arms],
+               "prompts": self.n_prompts if self.prompts is None else self.prompts,
+               "seeds": self.n_seeds if self.seed_list is None else self.seed_list,
+               "steps": self.steps, "cfg_scale": self.cfg_scale}
         tokens = {a.name: _sha256(a.overrides["token"]) for a in self.arms if a.overrides.get("token")}
         if tokens:  # a retrained token under the same path is another evaluation
             out["tokens"] = tokens
         return out
+
+    def work(self) -> list[tuple[str, int]]:
+        """The (prompt, seed) pairs, prompts in order, every prompt with the same seeds."""
+        from ..toy.protocol import caption_split, eval_pairs, seeds
+
+        if self.prompts is None and self.seed_list is None:
+            return eval_pairs(self.n_prompts, self.n_seeds)  # the README's tables
+        prompts = self.prompts if self.prompts is not None else caption_split()["eval"][: self.n_prompts]
+        seed_list = self.seed_list if self.seed_list is not None else seeds("eval", self.n_seeds)
+        return [(p, s) for p in prompts for s in seed_list]
 
     def _save_rows(self) -> None:
         from ..files.atomic import write_json
@@ -207,7 +245,7 @@ class Evaluation:
         from ..hosts.diffusers.host import DiffusersVideoHost
         from ..hosts.diffusers.sampler import sample
         from ..toy.model import load_model, model_file
-        from ..toy.protocol import eval_pairs, seeds
+        from ..toy.protocol import seeds
         from ..toy.sample import real_clip
 
         parts = load_model(model_file(self.model_path))
@@ -217,7 +255,7 @@ class Evaluation:
         flows = {k: build_flow(d.flow) for k, d in discs.items() if d is not None}  # the metrics' flows
         guide_flows: dict = {}  # an arm's own flow settings (e.g. flow.iters=3) guide its clips
         configs = {a.name: a.config(discs["d_guide"]) for a in self.arms}
-        work = eval_pairs(self.n_prompts, self.n_seeds)
+        work = self.work()
         done = {(r["prompt"], r["seed"], r["arm"]) for r in self.rows}
         arm_names = ["plain", *configs]
         total = len(work) * len(arm_names)
@@ -254,12 +292,14 @@ class Evaluation:
                 self._save_rows()
                 if progress:
                     progress(len(self.rows), total)
-        real = [real_clip(p, s, size=size) for p in sorted({p for p, _ in work}) for s in seeds("eval_real", self.n_real)]
+        real = [real_clip(p, s, size=size) for p in sorted({p for p, _ in work}) if world_writes(p)
+                for s in seeds("eval_real", self.n_real)]
         from .flowstats import flow_features
 
         real_feats = [flow_features(c).tolist() for c in real]
         summary = summarize(self.rows, list(configs), real_feats)
         summary["setup"] = self.setup()
+        summary["torch_threads"] = torch.get_num_threads()  # the time ratios depend on it
         from ..files.atomic import write_json
 
         write_json(self.out / "summary.json", summary, indent=1)
@@ -301,8 +341,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", metavar="FILE", help="an amortized token (token-train): adds the arms "
                    "amortized=plain:token=FILE and hybrid=paper:token=FILE,inner_iters=1 (with --arm: to those arms; "
                    "without: to paper)")
-    p.add_argument("--prompts", type=int, default=24, help="held-out prompts (of 24)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per prompt")
+    cases = p.add_argument_group("cases (default: the first --prompts of the 24 held-out captions x the protocol's "
+                                 "first --seeds evaluation seeds, as the README's tables)")
+    which = cases.add_mutually_exclusive_group()
+    which.add_argument("--prompts", type=int, default=24, help="held-out prompts (of 24)")
+    which.add_argument("--prompt-file", metavar="FILE", help="your own prompts, one a line (# comments); captions "
+                       "the toy world does not write get no ground-truth measures and no real reference clips")
+    seeds = cases.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, default=3, help="seeds per prompt")
+    seeds.add_argument("--seed-list", metavar="SEEDS", help="your own sampling seeds, every prompt with each: "
+                       "e.g. 7,8,100-109")
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--cfg", type=float, default=5.0)
     p.add_argument("--out", default="outputs/evaluate")
@@ -332,12 +380,16 @@ def run(args) -> int:
         for arm in arms:  # a missing or foreign token file fails here, not after the first clips
             if arm.overrides.get("token"):
                 token_count(arm.overrides["token"])
+        from ..toy.protocol import parse_seed_list, read_prompt_file
+
+        prompts = read_prompt_file(args.prompt_file) if getattr(args, "prompt_file", None) else None
+        seed_list = parse_seed_list(args.seed_list) if getattr(args, "seed_list", None) else None
         ev = Evaluation(args.out, args.model, args.disc, args.independent_disc, arms, args.prompts, args.seeds,
-                        args.steps, args.cfg)
+                        args.steps, args.cfg, prompts=prompts, seed_list=seed_list)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    bar = tqdm(total=args.prompts * args.seeds * (1 + len(arms)), initial=len(ev.rows), desc="evaluate",
+    bar = tqdm(total=len(ev.work()) * (1 + len(arms)), initial=len(ev.rows), desc="evaluate",
                file=sys.stderr, dynamic_ncols=True)
     t0 = time.perf_counter()
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +49,32 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    return path
+
+
+def atomic_write_dir(path: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
+    """``fill(tmp_dir)`` writes a folder's files; the folder then replaces ``path`` (a folder of frames).
+
+    Readers see the old folder or the complete new one: the old one is renamed aside before the new one is
+    renamed in, then removed (a kill between those two renames leaves it beside, as ``.<name>.*.tmp.old``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old = tmp.with_name(tmp.name + ".old")
+    try:
+        fill(tmp)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(f, 0o666 & ~_umask())
+        os.chmod(tmp, 0o777 & ~_umask())
+        if path.exists() or path.is_symlink():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, old):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
     return path
 
 

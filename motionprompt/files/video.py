@@ -1,4 +1,4 @@
-"""Writing clips and records. GIF via Pillow (in every WebUI venv); no ffmpeg needed."""
+"""Writing clips and records. GIF via Pillow (in every WebUI venv); no ffmpeg needed. Every writer is atomic."""
 
 from __future__ import annotations
 
@@ -7,19 +7,53 @@ from pathlib import Path
 
 import numpy as np
 
+FRAME_FORMATS = ("npy", "png")  # lossless frames beside a GIF (generate --frames-out)
+
 
 def save_gif(frames, path: str | os.PathLike, fps: float = 8.0) -> Path:
     """uint8 frames [F, H, W, 3] (numpy or torch) -> looping GIF."""
     from PIL import Image
 
+    # imported when writing: its import reads the umask, and engine/judge imports this module in worker threads
+    from .atomic import atomic_write
+
     arr = np.asarray(frames.cpu() if hasattr(frames, "cpu") else frames, dtype=np.uint8)
     if arr.ndim != 4 or arr.shape[-1] != 3:
         raise ValueError(f"expected [F, H, W, 3] uint8 frames, got {arr.shape}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     images = [Image.fromarray(f) for f in arr]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
-    return path
+    return atomic_write(path, lambda tmp: images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                                                         duration=round(1000 / fps), loop=0))
+
+
+def save_frames(frames, path: str | os.PathLike, kind: str) -> Path:
+    """The exact uint8 frames [F, H, W, 3], atomically: ``npy`` -> ``<path>.npy`` (one array), ``png`` -> the
+    folder ``<path>/`` of numbered frames ``0000.png``, ... (a frame folder, as ``train`` reads clips)."""
+    from PIL import Image
+
+    from .atomic import atomic_write, atomic_write_dir
+
+    arr = _frames_array(frames)
+    path = Path(path)
+    if kind == "npy":
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.save would add .npy to the temp name
+                np.save(f, arr, allow_pickle=False)
+
+        return atomic_write(path.with_name(path.name + ".npy"), write)
+    if kind == "png":
+        def fill(folder: Path) -> None:
+            for i, frame in enumerate(arr):
+                Image.fromarray(frame).save(folder / f"{i:04d}.png", format="PNG")
+
+        return atomic_write_dir(path, fill)
+    raise ValueError(f"frame format must be one of {FRAME_FORMATS}, got {kind!r}")
+
+
+def _frames_array(frames) -> np.ndarray:
+    arr = np.asarray(frames.cpu() if hasattr(frames, "cpu") else frames)
+    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+        raise ValueError(f"expected [F, H, W, 3] uint8 frames, got {arr.shape} {arr.dtype}")
+    return arr
 
 
 def load_gif(path: str | os.PathLike) -> np.ndarray:
