@@ -25,12 +25,15 @@ from . import animatediff, embeddings, flavour
 from . import run as runs
 from .args import INFOTEXT_KEY, MotionPromptArgs
 from .injection import CondInjection
+from .outcome import Costs, clock, cost_text
 from .tokens import TokenBudgetError, build_encoder
 
 log = logging.getLogger("motionprompt")
 
 _RUNS: list[AmortizedRun] = []
 TI_HASHES = "TI hashes"  # A1111's infotext key for the embeddings a prompt used (sd_hijack_clip.py)
+#: the setting that measures a finished clip (integration.on_ui_settings), as the Settings tab shows it
+MEASURE_SETTING = "Settings > MotionPrompt > Measure guided clips"
 
 
 class AmortizedUnavailable(Exception):
@@ -53,6 +56,7 @@ def host_problem(p) -> str | None:
 
 def start(p, args: MotionPromptArgs) -> AmortizedRun | None:
     """Called from ``Script.process`` for mode "amortized". Returns the run, or None after saying why not."""
+    t0 = clock()  # the job's time starts here (outcome.Costs)
     p.extra_generation_params[INFOTEXT_KEY] = args.to_infotext()
     try:
         problem = host_problem(p)
@@ -68,6 +72,8 @@ def start(p, args: MotionPromptArgs) -> AmortizedRun | None:
         runs.report(p, f"not applied: {exc}")
         return None
     run = AmortizedRun(p, args, token)
+    run.costs = Costs(t0, sync=False)  # its callback queues no GPU work worth waiting for at every step
+    run.costs.setup = clock() - t0
     _RUNS.append(run)
     return run
 
@@ -98,6 +104,7 @@ def register() -> None:
 class AmortizedRun:
     def __init__(self, p, args: MotionPromptArgs, token: TokenFile):
         self.p, self.args, self.token = p, args, token
+        self.costs = Costs()  # what the result line's time figure comes from (``start`` gives it the job's start)
         self.problem: str | None = None
         self.notes: list[str] = []
         self.steps = 0  # UNet evaluations that got the token
@@ -110,14 +117,21 @@ class AmortizedRun:
     def begin_batch(self, seeds=None) -> None:
         self.problem, self.notes, self.steps = None, [], 0
         self._denoiser, self._rows, self._post = None, None, None
+        self.costs.begin()
 
     def end_batch(self, images=None) -> str:
         self._restore(None)
+        self.costs.stop()
+        metrics = self._measure(images) if self.steps and not self.problem else None  # the result line says its cost
         text = self.result_text()
         runs.report(self.p, text)
         if self.steps and not self.problem:
             self._add_ti_hash()
-            self._measure(images)
+        if metrics is not None:
+            from .report import METRICS_KEY, metrics_text
+
+            self.p.extra_generation_params[METRICS_KEY] = metrics_text(metrics)
+        self.costs.next_batch()
         return text
 
     def _add_ti_hash(self) -> None:
@@ -140,17 +154,24 @@ class AmortizedRun:
         if entry not in listed:
             self.p.extra_generation_params[TI_HASHES] = ", ".join([entry, *listed])
 
-    def _measure(self, images) -> None:
+    def _measure(self, images) -> dict | None:
         """The clip's metrics (and D score, with a discriminator selected) like a guided clip's: XYZ plots of
-        per-sample vs amortized vs hybrid compare like with like."""
-        from modules import devices, shared
-
-        from ...disc.checkpoint import CheckpointError
-        from .report import METRICS_KEY, clip_metrics, frames_from_images, metrics_text
+        per-sample vs amortized vs hybrid compare like with like. Timed, loading included (``costs.measure``): it is
+        all this mode adds to sampling, and the result line says so."""
+        from modules import shared
 
         ad = animatediff.state()
         if images is None or ad is None or not shared.opts.data.get("motionprompt_report", True):
-            return
+            return None
+        with self.costs.spend("measure"):
+            return self._metrics(images, ad)
+
+    def _metrics(self, images, ad) -> dict | None:
+        from modules import devices
+
+        from ...disc.checkpoint import CheckpointError
+        from .report import clip_metrics, frames_from_images
+
         try:
             disc = flow = None
             if self.args.discriminator:
@@ -161,10 +182,10 @@ class AmortizedRun:
                     log.info("MotionPrompt: amortized clip measured without D score (%s)", exc)
                     disc = flow = None
             fps = float(getattr(ad.params, "fps", 8) or 8)
-            metrics = clip_metrics(frames_from_images(runs.video_frames(images, ad)), disc, flow, fps, devices.device)
-            self.p.extra_generation_params[METRICS_KEY] = metrics_text(metrics)
+            return clip_metrics(frames_from_images(runs.video_frames(images, ad)), disc, flow, fps, devices.device)
         except Exception as exc:  # a measurement must never cost the user the video
             log.warning("MotionPrompt: could not measure the amortized clip: %s", exc)
+            return None
 
     def finish(self) -> None:
         self._restore(None)
@@ -178,11 +199,26 @@ class AmortizedRun:
             return "not applied: no sampling step reached the amortized token"
         t = self.token
         parts = [f"amortized token {t.name} ({t.vectors.shape[0]} vector(s)) on {self.steps} UNet evaluations",
-                 "no inner loop", *self.notes]
+                 "no inner loop", *self.notes, self.cost_text()]
         return "; ".join(parts)
+
+    def cost_text(self) -> str:
+        """``+1.72 s over 18.3 s plain (x1.09 time: loading and encoding the token 0.02 s + measuring the clip 1.70 s)``,
+        and when the clip was measured, what the job costs without: the measurement is this mode's only real cost."""
+        f = self.costs.figures()
+        text = cost_text(f, [("loading and encoding the token", f["guidance_seconds"]),
+                             ("measuring the clip", f["measure_seconds"])])
+        if f["measure_seconds"] is not None and f["time_ratio"] is not None:
+            without = (f["sampling_seconds"] + f["guidance_seconds"]) / f["sampling_seconds"]
+            text += f"; measuring the clip is turned off in {MEASURE_SETTING} (then x{without:.2f} time)"
+        return text
 
     # ------------------------------------------------------------------ the callback
     def on_denoiser(self, params) -> None:
+        with self.costs.spend():  # MotionPrompt's time, never the host's plain sampling
+            self._on_denoiser(params)
+
+    def _on_denoiser(self, params) -> None:
         if self.problem:
             return
         if getattr(self.p, "is_hr_pass", False):  # the hires pass has its own conditioning: leave it alone

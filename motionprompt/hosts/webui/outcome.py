@@ -2,11 +2,12 @@
 
 ``report`` writes one line to the console, the infotext and the HTML info box; ``RunOutcome`` (mixed into
 ``run.GuidedRun``) turns a run's records into the summary and that line; ``measure_unguided`` measures a plain
-AnimateDiff clip the same way, for fair A/B comparisons.
+AnimateDiff clip the same way, for fair A/B comparisons; ``Costs`` is what a batch's time figure comes from.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -86,6 +87,92 @@ def d_change_text(before: float, after: float, higher: int, steps: int) -> str:
             f"step{'s' if steps != 1 else ''})")
 
 
+def clock(sync: bool = True) -> float:
+    """``time.perf_counter`` after the GPU's queued work finished (when CUDA is in use and ``sync``): a timed span
+    then holds the kernels launched in it, not the host's queued before it, and none of its own is left for the host
+    to wait on."""
+    if sync and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+class Costs:
+    """A batch's time, split between the host's own work and MotionPrompt's.
+
+    The span runs from the job's start (``Script.process``; for later batches, the end of the previous one) to the
+    decoded clip (``postprocess_batch``). MotionPrompt's time in it is what it does before sampling (``setup``:
+    loading the discriminator, flow or token file; the first batch only) and everything inside its CFG callback
+    (``callback``: encoding the tokens, on Forge loading the sampling models again, the guided steps with their
+    probe). Plain is the rest of the span: the host's own sampling, text encoding and decode, measured around our
+    work rather than from our step count, so no guided work can count as plain. The clip measurement after the
+    span (``measure``) is added to the cost, said apart.
+
+    ``sync``: whether the callback's timing waits for the GPU (guidance queues seconds of GPU work; the amortized
+    mode's callback queues none worth a pause in the host's pipeline at every step)."""
+
+    def __init__(self, t0: float | None = None, sync: bool = True):
+        self.mark = clock() if t0 is None else t0
+        self.sync = sync
+        self.setup = 0.0
+        self.begin()
+
+    def begin(self) -> None:
+        self.callback = 0.0
+        self.pass_setup = 0.0  # the part of ``callback`` that starts a sampling pass (tokens, encoder, reloads)
+        self.measure: float | None = None
+        self.end: float | None = None
+
+    @contextlib.contextmanager
+    def spend(self, kind: str = "callback"):
+        """Time a block of MotionPrompt's work: ``callback`` (the CFG callback), ``setup`` (inside the callback:
+        the start of a pass, already counted in ``callback``) or ``measure`` (the clip's metrics)."""
+        sync = self.sync or kind == "measure"
+        t = clock(sync)
+        try:
+            yield
+        finally:
+            dt = clock(sync) - t
+            if kind == "measure":
+                self.measure = (self.measure or 0.0) + dt
+            elif kind == "setup":
+                self.pass_setup += dt
+            else:
+                self.callback += dt
+
+    def stop(self) -> None:
+        """The batch's clip is decoded: the span ends here."""
+        self.end = clock()
+
+    def next_batch(self) -> None:
+        """The next batch's span starts now; the job's set-up was this batch's."""
+        self.mark, self.setup = clock(), 0.0
+
+    def figures(self) -> dict:
+        end = self.end if self.end is not None else clock()
+        ours = self.setup + self.callback
+        plain = end - self.mark - ours
+        extra = ours + (self.measure or 0.0)
+        return {"setup_seconds": self.setup + self.pass_setup, "guidance_seconds": ours,
+                "measure_seconds": self.measure, "sampling_seconds": plain,
+                "time_ratio": (plain + extra) / plain if plain > 0 else None}
+
+
+def _seconds(x: float) -> str:
+    return f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}"
+
+
+def cost_text(figures: dict, parts: list[tuple[str, float | None]]) -> str:
+    """``+59.6 s over 18.3 s plain (x4.26 time: set-up 3.50 s + guidance 54.5 s + measuring the clip 1.60 s)``: what
+    the batch cost beyond the host's own work, that work, and the ratio of the whole to it."""
+    shown = [(label, s) for label, s in parts if s is not None]
+    extra = sum(s for _, s in shown)
+    text = f"+{_seconds(extra)} s"
+    if figures["time_ratio"] is None:
+        return text
+    split = " + ".join(f"{label} {_seconds(s)} s" for label, s in shown)
+    return f"{text} over {_seconds(figures['sampling_seconds'])} s plain (x{figures['time_ratio']:.2f} time: {split})"
+
+
 def peak_rss() -> int | None:
     """The process's peak resident memory in bytes (what a CPU run costs; None where unavailable)."""
     try:
@@ -104,8 +191,6 @@ class RunOutcome:
         sums = [g.summary() for g in self.guides]
         firsts = [s["d_score_first"] for s in sums if s["d_score_first"] is not None]
         lasts = [s["d_score_last"] for s in sums if s["d_score_last"] is not None]
-        seconds = sum(s["seconds"] for s in sums)
-        total = time.perf_counter() - self._t_start if self._t_start is not None else None
         out = {
             "passes": len(self.guides),
             "steps_guided": sum(s["steps_guided"] for s in sums),
@@ -114,9 +199,9 @@ class RunOutcome:
             "d_score_last": sum(lasts) / len(lasts) if lasts else None,
             "tv_first": _mean([s["tv_first"] for s in sums]),
             "tv_last": _mean([s["tv_last"] for s in sums]),
-            "guidance_seconds": seconds,
-            "sampling_seconds": total,
-            "time_ratio": total / (total - seconds) if total and total > seconds else None,
+            # set-up + everything in the CFG callback, the host's own work, (all + the measurement) / plain (Costs)
+            **self.costs.figures(),
+            "inner_loop_seconds": sum(s["seconds"] for s in sums),
             "d_same_pairs_before": None,
             "d_same_pairs_after": None,
             "token_level": "output" if any("output-level" in n for n in self.notes) else "input",
@@ -146,7 +231,8 @@ class RunOutcome:
             if self.problem:
                 return f"not applied: {self.problem}"
             if self.cfg.inner_iters == 0 and any(g.started for g in self.guides):  # hybrid, K = 0
-                return f"start token as it is on every step, no inner loop; {s['token_level']}-level tokens"
+                return (f"start token as it is on every step, no inner loop; {s['token_level']}-level tokens; "
+                        + self.cost_text(s))
             return "not applied: no step fell in the guidance window"
         parts = [f"{s['steps_guided']} steps x {self.cfg.inner_iters} it"]
         if s["passes"] > 1:
@@ -156,9 +242,7 @@ class RunOutcome:
             parts.append("D(real) on the same frame pairs before->after each step "
                          + d_change_text(s["d_same_pairs_before"], s["d_same_pairs_after"],
                                          sum(r["after"] > r["before"] for r in rows), len(rows)))
-        extra = f"+{s['guidance_seconds']:.1f} s"
-        if s["time_ratio"]:
-            extra += f" (x{s['time_ratio']:.2f} time)"
+        extra = self.cost_text(s)
         if s.get("memory_ratio"):
             extra += f" (x{s['memory_ratio']:.2f} peak memory)"
         elif s.get("peak_rss_growth_bytes") is not None:
@@ -173,19 +257,33 @@ class RunOutcome:
             parts.append(f"stopped: {self.problem}")
         return "; ".join(parts)
 
-    def _report_clip(self, images) -> None:
-        """Metrics of the finished clip into the infotext, and the HTML/JSON report beside the outputs."""
+    def cost_text(self, s: dict) -> str:
+        return cost_text(s, [("set-up", s["setup_seconds"]), ("guidance", s["guidance_seconds"] - s["setup_seconds"]),
+                             ("measuring the clip", s["measure_seconds"])])
+
+    def _measure_clip(self, images) -> dict | None:
+        """The finished clip's metrics (timed: the result line adds their cost), or None when the setting is off."""
         from modules import devices, shared
 
-        from .report import METRICS_KEY, clip_metrics, frames_from_images, metrics_text, write_report
+        from .report import clip_metrics, frames_from_images
 
-        if not shared.opts.data.get("motionprompt_report", True):
-            return
+        if images is None or not self.guides or not shared.opts.data.get("motionprompt_report", True):
+            return None
         try:
-            ad = animatediff.state()
-            fps = float(getattr(ad.params, "fps", 8) or 8) if ad else None
-            metrics = clip_metrics(frames_from_images(video_frames(images, ad)), self.disc, self.flow, fps,
-                                   devices.device)
+            with self.costs.spend("measure"):
+                ad = animatediff.state()
+                fps = float(getattr(ad.params, "fps", 8) or 8) if ad else None
+                return clip_metrics(frames_from_images(video_frames(images, ad)), self.disc, self.flow, fps,
+                                    devices.device)
+        except Exception as exc:  # a measurement must never cost the user the video
+            log.warning("MotionPrompt: could not measure the clip: %s", exc)
+            return None
+
+    def _report_clip(self, metrics: dict) -> None:
+        """Metrics of the finished clip into the infotext, and the HTML/JSON report beside the outputs."""
+        from .report import METRICS_KEY, metrics_text, write_report
+
+        try:
             self.p.extra_generation_params[METRICS_KEY] = metrics_text(metrics)
             records = [r.to_dict() for g in self.guides for r in g.records]
             seed = (self.p.seeds or [0])[0] if getattr(self.p, "seeds", None) else 0
@@ -197,7 +295,7 @@ class RunOutcome:
                 comment(f"MotionPrompt: {metrics_text(metrics)}; report {path}")
             log.info("MotionPrompt: %s; report %s", metrics_text(metrics), path)
         except Exception as exc:  # a report must never cost the user the video
-            log.warning("MotionPrompt: could not measure the clip: %s", exc)
+            log.warning("MotionPrompt: could not write the clip's report: %s", exc)
 
 
 def _max(values: list):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import time
 
 import torch
 
@@ -27,7 +26,7 @@ from .args import MotionPromptArgs
 from .forge import ForgePath
 from .host import A1111Path
 from .injection import CondInjection
-from .outcome import RunOutcome, measure_unguided, peak_rss, report, video_frames
+from .outcome import Costs, RunOutcome, clock, measure_unguided, peak_rss, report, video_frames
 from .preflight import GuidanceUnavailable, build_run_flow, clear_cache, host_problem, load_disc
 from .tokens import TokenBudgetError, build_encoder
 
@@ -48,6 +47,7 @@ def start(p, args: MotionPromptArgs) -> GuidedRun | None:
     """Called from ``Script.process``. Returns the run, or None after reporting why it cannot run."""
     from modules import devices
 
+    t0 = clock()  # the job's time starts here: the set-up below is MotionPrompt's, the rest until the clip the host's
     p.extra_generation_params["MotionPrompt"] = args.to_infotext()
     try:
         problem = host_problem(p)
@@ -65,6 +65,8 @@ def start(p, args: MotionPromptArgs) -> GuidedRun | None:
 
     remember_discriminator(args.discriminator)
     run = GuidedRun(p, args, cfg, disc, flow)
+    run.costs = Costs(t0)
+    run.costs.setup = clock() - t0
     run.flow_notes = flow_notes
     for note in flow_notes:
         log.warning("MotionPrompt: %s", note)
@@ -96,6 +98,7 @@ def clear() -> None:
 class GuidedRun(RunOutcome):
     def __init__(self, p, args: MotionPromptArgs, cfg, disc: Discriminator, flow):
         self.p, self.args, self.cfg, self.disc, self.flow = p, args, cfg, disc, flow
+        self.costs = Costs()  # what this batch's time figure comes from (``start`` gives it the job's start)
         self.path = sampling_path(p.sd_model)
         self.guides: list[MotionGuide] = []
         self.probes: list[SamePairsProbe] = []
@@ -109,7 +112,6 @@ class GuidedRun(RunOutcome):
         self._virtual = -1
         self._cond: torch.Tensor | None = None
         self._injection = CondInjection()
-        self._t_start: float | None = None
         self._mem_plain: int | None = None
 
     # ------------------------------------------------------------------ per batch
@@ -119,15 +121,19 @@ class GuidedRun(RunOutcome):
         self.guides, self.probes, self.problem, self.notes = [], [], None, list(self.flow_notes)
         self.paths = []
         self._rss_start = None
-        self._denoiser, self._virtual, self._cond, self._t_start, self._mem_plain = None, -1, None, None, None
+        self._denoiser, self._virtual, self._cond, self._mem_plain = None, -1, None, None
+        self.costs.begin()
 
     def end_batch(self, images=None) -> str:
         self._restore(None)
+        self.costs.stop()
+        metrics = self._measure_clip(images)  # before the result line, which says what it cost
         text = self.result_text()
         report(self.p, text)
-        if images is not None and self.guides:
-            self._report_clip(images)
+        if metrics is not None:
+            self._report_clip(metrics)
         self._free()
+        self.costs.next_batch()
         return text
 
     def finish(self) -> None:
@@ -138,23 +144,25 @@ class GuidedRun(RunOutcome):
 
     # ------------------------------------------------------------------ the callback
     def on_denoiser(self, params) -> None:
-        if self.problem or getattr(self.p, "is_hr_pass", False):
-            self._restore(params)  # guidance off: AnimateDiff's own conditioning, whatever the order
-            return
-        try:
-            with torch.inference_mode(False):  # Forge samples in inference mode; A1111: nothing to leave
-                self._on_denoiser(params)
-        except GuidanceUnavailable as exc:
-            self._stop(str(exc))
-            self._restore(params)
-        except Exception as exc:  # never break the user's generation
-            self._stop(f"{type(exc).__name__}: {exc}")
-            self._restore(params)
+        with self.costs.spend():  # all of it is MotionPrompt's time, never the host's plain sampling
+            if self.problem or getattr(self.p, "is_hr_pass", False):
+                self._restore(params)  # guidance off: AnimateDiff's own conditioning, whatever the order
+                return
+            try:
+                with torch.inference_mode(False):  # Forge samples in inference mode; A1111: nothing to leave
+                    self._on_denoiser(params)
+            except GuidanceUnavailable as exc:
+                self._stop(str(exc))
+                self._restore(params)
+            except Exception as exc:  # never break the user's generation
+                self._stop(f"{type(exc).__name__}: {exc}")
+                self._restore(params)
 
     def _on_denoiser(self, params) -> None:
         den = params.denoiser
         if den is not self._denoiser or den.step == 0:
-            with self.path.step(params):  # Forge: encoding the tokens may have pushed the sampling models out
+            # a pass's set-up; on Forge, encoding the tokens may have pushed the sampling models out: loaded again here
+            with self.costs.spend("setup"), self.path.step(params):
                 self._new_pass(params)
                 self._first_step(params)
             return
@@ -190,8 +198,6 @@ class GuidedRun(RunOutcome):
 
         self._restore(params)
         self._denoiser, self._virtual, self._cond = params.denoiser, 0, None
-        if self._t_start is None:
-            self._t_start = time.perf_counter()
         ad = animatediff.state()
         if ad is None or not self.path.injected(params, ad):
             raise GuidanceUnavailable("AnimateDiff is not active in this sampling pass")
