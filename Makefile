@@ -61,15 +61,15 @@ clean-venvs:
 	rm -rf $(VENV) $(A1) $(G4)
 
 # the paper's setting on a CUDA GPU: SD1.5-sized random model, 16 frames 512x512, 25 DDIM steps, fp16. Plain vs
-# paper and fast on the three memory paths with RAFT-small (random weights: cost only), the same on the speed path
-# with the weight-free lk_pyramid, and the memory accounting at that size (outputs/bench-gpu-*.md/json; ~6 min on
-# an H200). Runs with $(PYTHON) as it is: a GPU machine brings its own CUDA torch (+ diffusers, transformers)
+# paper and fast on the three memory paths with RAFT-small (random weights: cost only) and with the weight-free
+# lk_pyramid, and the memory accounting at that size (outputs/bench-gpu-*.md/json; measured 4.5 min on an H200
+# with lk on the speed path only; about 5.5 min as written). Runs with $(PYTHON) as it is: a GPU machine brings its own CUDA torch (+ diffusers, transformers)
 GPU_JOB := --model sd15-random --device cuda --dtype fp16 --frames 16 --height 512 --width 512 --steps 25
 bench-gpu:
 	mkdir -p outputs
 	$(PYTHON) -m motionprompt bench $(GPU_JOB) --preset paper fast --memory speed balanced low \
 		--flow-backend preset --random-flow --json-out outputs/bench-gpu-raft.json --md-out outputs/bench-gpu-raft.md
-	$(PYTHON) -m motionprompt bench $(GPU_JOB) --preset paper fast --memory speed --flow-backend lk_pyramid \
+	$(PYTHON) -m motionprompt bench $(GPU_JOB) --preset paper fast --memory speed balanced low --flow-backend lk_pyramid \
 		--json-out outputs/bench-gpu-lk.json --md-out outputs/bench-gpu-lk.md
 	$(PYTHON) -m motionprompt bench $(GPU_JOB) --memory-accounting --accounting-sides 384 512 \
 		--json-out outputs/bench-gpu-memory.json

@@ -189,3 +189,50 @@ def test_forge_runs_only_the_windows_the_scored_frames_come_from(tmp_path, monke
         assert skipped > 0
     finally:
         install_double("a1111")
+
+
+def test_a1111_unet_gradient_is_the_same_with_its_blocks_checkpointed_in_float64(tmp_path):
+    """A1111's ldm UNet with AnimateDiff's motion modules in its blocks, two overlapping context windows and
+    prompt-travel rows, in float64: x0 and its gradient w.r.t. the cond rows are identical with every resnet,
+    spatial transformer and motion module checkpointed, and every wrapped forward is gone afterwards."""
+    from types import SimpleNamespace
+
+    from motionprompt.engine.checkpointing import checkpointed
+    from motionprompt.hosts.webui.host import WebUIHost, predictor
+    from motionprompt.hosts.webui.unet_path import UNetPath
+
+    ui = WebUI(tmp_path)
+    from modules import script_callbacks
+
+    seen = {}
+
+    def ours(params):
+        den = params.denoiser
+        if den.step != 3 or seen:
+            return
+        blocks = WebUIHost(ui.sd_model, None).checkpoint_blocks(decoder=False)
+        seen["kinds"] = {type(b).__name__ for b in blocks}
+        inner = den.inner_model
+        inner.double()  # float32 -> float64 -> float32 is exact
+        try:
+            p64 = SimpleNamespace(denoiser=den, x=params.x.double(), sigma=params.sigma.double(),
+                                  image_cond=params.image_cond.double(), text_uncond=params.text_uncond.double())
+            torch.manual_seed(0)
+            probe = torch.randn(12, 4, 8, 8, dtype=torch.float64)
+            for wrapped in ([], blocks):
+                cond = params.text_cond.double().clone().requires_grad_(True)
+                with torch.enable_grad(), checkpointed(wrapped):
+                    x0 = predictor(p64, 7.0, "cond", 12, True, UNetPath(True))(cond)
+                    (grad,) = torch.autograd.grad((x0 * probe).sum(), [cond])
+                seen[len(wrapped)] = (x0.detach(), grad)
+            seen["left"] = [b for b in blocks if "forward" in b.__dict__]
+        finally:
+            inner.float()
+
+    script_callbacks.on_cfg_denoiser(ours)
+    ui.generate({"enabled": False}, A1111_AD, prompt=TRAVEL)
+    assert not ui.errors, ui.errors
+    assert seen["kinds"] == {"ResBlock", "SpatialTransformer", "VanillaTemporalModule"}
+    (x0_p, g_p), (x0_c, g_c) = (v for k, v in seen.items() if isinstance(k, int))
+    assert torch.equal(x0_c, x0_p) and torch.equal(g_c, g_p)
+    assert g_p.abs().sum() > 0 and seen["left"] == []
