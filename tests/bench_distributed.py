@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _config(root: Path, steps: int):
-    from motionprompt.engine.config import FlowSettings
+    from motionprompt.flow.settings import FlowSettings
     from motionprompt.training.config import TrainConfig
 
     return TrainConfig(real=[str(root / "real")], out=str(root / "out" / "d.safetensors"),

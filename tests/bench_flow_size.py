@@ -19,9 +19,9 @@ import torch
 
 def measure(prompts: int = 12, steps: int = 25) -> list[dict]:
     from motionprompt.disc.checkpoint import load_discriminator
-    from motionprompt.engine.config import FlowSettings
     from motionprompt.engine.judge import clip_probs, plan_pairs
     from motionprompt.flow.registry import build_flow
+    from motionprompt.flow.settings import FlowSettings
     from motionprompt.toy.demo import GUIDE_D, INDEPENDENT_D
     from motionprompt.toy.model import load_model, model_file
     from motionprompt.toy.protocol import caption_split, seeds

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from motionprompt.disc.models import build_discriminator
-from motionprompt.engine.config import FlowSettings, GuidanceConfig
+from motionprompt.engine.config import GuidanceConfig
 from motionprompt.flow.registry import build_flow
+from motionprompt.flow.settings import FlowSettings
 from motionprompt.hosts.diffusers.host import DiffusersVideoHost
 from motionprompt.hosts.diffusers.models import tiny_model
 

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from motionprompt.engine.config import FlowSettings
+from motionprompt.flow.settings import FlowSettings
 
 FLOW = FlowSettings(backend="lk_pyramid", size=16, iters=2)
 FRAMES, SIZE = 4, 16

@@ -13,7 +13,7 @@ from motionprompt.disc.checkpoint import (
     save_discriminator,
 )
 from motionprompt.disc.models import build_discriminator
-from motionprompt.engine.config import FlowSettings
+from motionprompt.flow.settings import FlowSettings
 
 FLOW = FlowSettings(backend="raft_small", size=128, iters=6)
 

@@ -16,8 +16,8 @@ import torch
 
 from motionprompt.cli.main import main
 from motionprompt.disc.checkpoint import load_discriminator, read_metadata
-from motionprompt.engine.config import FlowSettings
 from motionprompt.files.sample_clips import clips_dir
+from motionprompt.flow.settings import FlowSettings
 from motionprompt.training.corruptions import corrupt_clip
 from motionprompt.training.scoring import format_scores, score_videos
 from motionprompt.training.trainer import TrainConfig, TrainError, side_paths, train_discriminator
@@ -176,7 +176,7 @@ def test_kill_during_save_keeps_the_last_good_checkpoint_and_resume_continues(sy
     cfg = small_cfg(synth_real, out, tmp_path / "cache", steps=40)
     script = textwrap.dedent(f"""
         import os, json, safetensors.torch, torch
-        from motionprompt.engine.config import FlowSettings
+        from motionprompt.flow.settings import FlowSettings
         from motionprompt.training.trainer import TrainConfig, train_discriminator
         torch.set_num_threads(1)
         real_save = safetensors.torch.save_file

@@ -19,7 +19,7 @@ from safetensors import safe_open
 
 from motionprompt.cli.main import main
 from motionprompt.disc.checkpoint import load_discriminator, read_metadata
-from motionprompt.engine.config import FlowSettings
+from motionprompt.flow.settings import FlowSettings
 from motionprompt.training.batches import StepBatches
 from motionprompt.training.config import TrainConfig, TrainError, side_paths
 from motionprompt.training.dataset import FlowSet

@@ -9,8 +9,8 @@ import torch
 
 from motionprompt.disc.checkpoint import save_discriminator
 from motionprompt.disc.models import build_discriminator
-from motionprompt.engine.config import FlowSettings
 from motionprompt.evaluation.evaluate import Arm, Evaluation, format_summary, summarize
+from motionprompt.flow.settings import FlowSettings
 from motionprompt.toy.model import save_model
 from motionprompt.toy.protocol import eval_pairs
 from tests.test_toy_model import tiny_parts

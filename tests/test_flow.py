@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from motionprompt.engine.config import FlowSettings
 from motionprompt.flow.registry import (
     RAFT_FILES,
     FlowWeightsMissing,
@@ -9,6 +8,7 @@ from motionprompt.flow.registry import (
     find_raft_weights,
     working_size,
 )
+from motionprompt.flow.settings import FlowSettings
 
 
 def test_working_size_keeps_aspect_in_multiples_of_8():

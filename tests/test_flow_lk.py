@@ -7,9 +7,9 @@ import torch
 
 from motionprompt.disc.checkpoint import load_discriminator, save_discriminator
 from motionprompt.disc.models import build_discriminator
-from motionprompt.engine.config import FlowSettings
 from motionprompt.flow.lk import warp
 from motionprompt.flow.registry import FLOW_BACKENDS, build_flow
+from motionprompt.flow.settings import FlowSettings
 
 from .synthetic import pair_with_flow, rotation, smooth_field, texture, translation, valid_epe
 

@@ -8,9 +8,9 @@ from torch import nn
 
 from motionprompt.disc.checkpoint import load_discriminator, save_discriminator
 from motionprompt.engine import schedule
-from motionprompt.engine.config import FlowSettings
 from motionprompt.engine.guidance import MotionGuide
 from motionprompt.flow.registry import build_flow
+from motionprompt.flow.settings import FlowSettings
 from motionprompt.hosts.diffusers.host import DiffusersVideoHost
 from motionprompt.hosts.diffusers.sampler import sample
 

@@ -8,9 +8,10 @@ import torch
 from motionprompt.disc.models import build_discriminator
 from motionprompt.engine import memory_plan
 from motionprompt.engine.checkpointing import checkpointed
-from motionprompt.engine.config import FlowSettings, GuidanceConfig
+from motionprompt.engine.config import GuidanceConfig
 from motionprompt.engine.guidance import MotionGuide
 from motionprompt.flow.registry import build_flow
+from motionprompt.flow.settings import FlowSettings
 from motionprompt.hosts.diffusers.host import DiffusersVideoHost
 from motionprompt.hosts.diffusers.sampler import sample
 

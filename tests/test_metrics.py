@@ -107,7 +107,7 @@ def disc_file(tmp_path):
 
     from motionprompt.disc.checkpoint import save_discriminator
     from motionprompt.disc.models import build_discriminator
-    from motionprompt.engine.config import FlowSettings
+    from motionprompt.flow.settings import FlowSettings
 
     torch.manual_seed(0)
     return save_discriminator(tmp_path / "d.safetensors", build_discriminator("cnn", width=8, depth=3),

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from motionprompt.engine.config import FlowSettings
 from motionprompt.files.sample_clips import clips_dir
 from motionprompt.flow.colours import flow_to_rgb, wheel_legend
 from motionprompt.flow.registry import build_flow
+from motionprompt.flow.settings import FlowSettings
 from motionprompt.training.batches import augment
 from motionprompt.training.clips import count_frames, find_clips, read_frames
 from motionprompt.training.corruptions import CORRUPTIONS, corrupt_clip, parse_corruptions, plan_pair

@@ -568,8 +568,9 @@ def test_flow_settings_come_from_the_discriminator_and_a_requested_mismatch_is_r
     assert "trained on 'lk_pyramid' flow" in p.extra_generation_params["MotionPrompt result"]
 
     from motionprompt.cli.main import _disc_flow
-    from motionprompt.engine.config import FlowSettings, preset
+    from motionprompt.engine.config import preset
     from motionprompt.evaluation.bench import BenchSettings, guidance_config
+    from motionprompt.flow.settings import FlowSettings
 
     d = FlowSettings("lk_pyramid", 32, 2)
     assert guidance_config("fast", BenchSettings(), d).flow == d

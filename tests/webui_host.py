@@ -145,7 +145,7 @@ def load_extension_script():
 def save_disc(models_path: Path, name="disc.safetensors", backend="lk_pyramid", size=32):
     from motionprompt.disc.checkpoint import save_discriminator
     from motionprompt.disc.models import build_discriminator
-    from motionprompt.engine.config import FlowSettings
+    from motionprompt.flow.settings import FlowSettings
 
     torch.manual_seed(0)
     return save_discriminator(Path(models_path) / "MotionPrompt" / name, build_discriminator("cnn", width=8, depth=3),

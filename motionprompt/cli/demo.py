@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.config import FlowSettings
+from ..flow.settings import FlowSettings
 
 DEMO_FLOW = FlowSettings("lk_pyramid", 64, 4)
 CORRUPTIONS = ["stutter", "flicker", "jitter", "shuffle"]

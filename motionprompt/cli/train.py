@@ -8,8 +8,8 @@ import sys
 import threading
 import time
 
-from ..engine.config import FlowSettings
 from ..engine.records import num
+from ..flow.settings import FlowSettings
 from ..training.clips import skip_lines
 from ..training.corruptions import CORRUPTIONS
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..engine.config import FlowSettings
 from ..files.atomic import save_safetensors
+from ..flow.settings import FlowSettings
 from .formats import DISC_FORMAT
 from .models import ARCHITECTURES, build_discriminator
 

@@ -7,11 +7,11 @@ import time
 import numpy as np
 import torch
 
-from ..engine.config import FlowSettings
 from ..files.sample_clips import CLIPS, clip_path
 from ..files.video import read_video, to_tensor
 from ..flow.dis import dis_flow
 from ..flow.registry import build_flow
+from ..flow.settings import FlowSettings
 
 
 def compare_on_clips(backend: str = "lk_pyramid", size: int = 128, iters: int = 6, pairs: int = 8,

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine.config import FlowSettings
+from .settings import FlowSettings
 
 
 class FlowWeightsMissing(FileNotFoundError):

@@ -20,8 +20,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..engine.config import FlowSettings
 from .base import FlowEstimator, register_flow
+from .settings import FlowSettings
 
 _LUMA = (0.299, 0.587, 0.114)
 

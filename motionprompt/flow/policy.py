@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..engine.config import FlowSettings
+from .settings import FlowSettings
 
 
 class FlowMismatch(ValueError):

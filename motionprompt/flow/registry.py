@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from ..engine.config import FlowSettings
 from . import lk as _flow_lk  # noqa: F401  registers the weight-free backend
 from .base import FLOW_BACKENDS, FlowEstimator, FlowFactory, FlowWeightsMissing, register_flow, working_size
+from .settings import FlowSettings
 
 RAFT_FILES = {
     "raft_small": "raft_small_C_T_V2-01064c6d.pth",

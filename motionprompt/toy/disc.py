@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..disc.models import ARCHITECTURES
-from ..engine.config import FlowSettings
+from ..flow.settings import FlowSettings
 from .protocol import ROLES, caption_split, seeds
 
 ROLE_SEED = {"guide": 0, "independent": 1}

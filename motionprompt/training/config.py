@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..disc.models import ARCHITECTURES
-from ..engine.config import FlowSettings
+from ..flow.settings import FlowSettings
 from .corruptions import parse_corruptions
 
 

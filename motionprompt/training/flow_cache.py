@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.config import FlowSettings
 from ..engine.judge import pair_flow
 from ..files.atomic import save_safetensors
 from ..files.video import to_tensor
+from ..flow.settings import FlowSettings
 from .clips import (
     Clip,
     ClipError,

@@ -15,8 +15,9 @@ import time
 import torch
 
 from ...engine import memory_plan
-from ...engine.config import FlowSettings, GuidanceConfig
+from ...engine.config import GuidanceConfig
 from ...engine.guidance import MotionGuide
+from ...flow.settings import FlowSettings
 
 GiB = 2**30
 

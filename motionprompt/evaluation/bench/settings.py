@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ...engine.config import FlowSettings, GuidanceConfig, preset
+from ...engine.config import GuidanceConfig, preset
 from ...flow.policy import resolve_flow
+from ...flow.settings import FlowSettings
 
 _log = logging.getLogger("motionprompt")
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, fields
 
-from ...engine.config import MEMORY_MODES, PRESETS, FlowSettings, GuidanceConfig, preset
+from ...engine.config import MEMORY_MODES, PRESETS, GuidanceConfig, preset
 from ...flow.policy import resolve_flow
+from ...flow.settings import FlowSettings
 
 INFOTEXT_KEY = "MotionPrompt"
 XYZ_ATTR = "motionprompt_xyz"  # where an XYZ cell leaves its overrides on ``p`` for ``with_overrides``

@@ -204,7 +204,7 @@ def start_training(real, fake, synthetic, out_name, backend, size, iters, arch, 
     """Train button: a generator streaming (status, plot, samples, skipped) until the worker ends."""
     from modules import devices
 
-    from ...engine.config import FlowSettings
+    from ...flow.settings import FlowSettings
     from ...training.trainer import TrainConfig, TrainError
 
     try:
