@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli.stopping import stop_requests
+from ..training.stopping import stop_requests
 from . import token_file
 from .train import TokenTrainConfig, TokenTrainer, TokenTrainError
 

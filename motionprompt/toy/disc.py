@@ -137,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..cli.train import ProgressPrinter
     from ..training.dataset import DataError
+    from ..training.progress import ProgressPrinter
     from ..training.trainer import TrainConfig, TrainError, train_discriminator
 
     data = Path(args.data)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..cli.stopping import stop_requests
+from ..training.stopping import stop_requests
 from .train import LEARN_KEYS, TEXT_ENCODERS, ToyTrainConfig, ToyTrainer, saved_setting
 from .world import LEVELS
 
