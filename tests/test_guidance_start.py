@@ -4,7 +4,7 @@ and the no-inner-loop mode."""
 import pytest
 import torch
 
-from motionprompt.amortized.token_file import save_token
+from motionprompt.amortized.token_file import save_token, start_tokens
 from motionprompt.engine.guidance import MotionGuide
 from motionprompt.hosts.diffusers.host import DiffusersVideoHost
 
@@ -22,7 +22,8 @@ def test_a_start_token_is_the_prompt_outside_the_window_and_the_drift_anchor(mod
     host = DiffusersVideoHost(model, "a fox", freeze_weights=True)
     start = host.embed_init("authentic", 1) + 0.5 * torch.randn(1, 32)
     path = save_token(tmp_path / "t.safetensors", start)
-    guide = MotionGuide(small_cfg(inner_iters=2, start_token=str(path)), host, flow, disc)
+    cfg = small_cfg(inner_iters=2, start_token=str(path))
+    guide = MotionGuide(cfg, host, flow, disc, start_tokens=start_tokens(cfg))
     assert torch.equal(guide.tokens0, start) and guide.started
     conds = _conds(guide, host, model)
     with torch.no_grad():
@@ -47,6 +48,8 @@ def test_no_inner_loop_uses_the_token_as_it_is_and_needs_one(model, tmp_path):
     assert not calls and all(torch.allclose(c, expected) for c in conds) and guide.summary()["iterations"] == 0
     with pytest.raises(ValueError, match="needs a start token"):
         MotionGuide(small_cfg(inner_iters=0), host, None, None)
+    with pytest.raises(ValueError, match="pass its vectors as start_tokens"):  # the engine opens no token file
+        MotionGuide(small_cfg(inner_iters=0, start_token="t.safetensors"), host, None, None)
     with pytest.raises(ValueError, match="needs a flow estimator"):
         MotionGuide(small_cfg(inner_iters=1), host, None, None, start_tokens=start)
     with pytest.raises(ValueError, match=r"start token is \(1, 16\)"):

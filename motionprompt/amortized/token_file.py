@@ -202,3 +202,12 @@ def with_start_token(cfg, path: str | os.PathLike | None):
     cfg.start_token = path
     cfg.n_tokens = token_count(path)
     return cfg.validate()
+
+
+def start_tokens(cfg):
+    """``MotionGuide``'s ``start_tokens`` for ``cfg.start_token``: None without one, else a callable that reads the
+    file when the guide asks, checked against the host's token width (the engine opens no file)."""
+    if not cfg.start_token:
+        return None
+    path = cfg.start_token
+    return lambda width: load_token(path, width=width).vectors

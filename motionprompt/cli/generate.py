@@ -123,6 +123,7 @@ def run_generate(args, wrap_guide=None) -> dict:
     """wrap_guide(guide): lets a caller (the demo) observe the guide before sampling starts."""
     import torch
 
+    from ..amortized.token_file import start_tokens
     from ..disc.checkpoint import load_discriminator
     from ..disc.models import build_discriminator
     from ..engine.guidance import MotionGuide
@@ -172,7 +173,7 @@ def run_generate(args, wrap_guide=None) -> dict:
         save(plain.frames, "plain")
         record["plain_seconds"] = plain.seconds
     if not args.no_guidance and cfg.inner_iters == 0:  # an amortized token as it is: no flow, no D needed
-        guide = MotionGuide(cfg, host, None, None)
+        guide = MotionGuide(cfg, host, None, None, start_tokens=start_tokens(cfg))
         notes.append(f"amortized token {cfg.start_token} appended at every step, no inner loop")
         guided = sample(host, guide, **common)
         save(guided.frames, "guided")
@@ -196,7 +197,7 @@ def run_generate(args, wrap_guide=None) -> dict:
             notes.append("random RAFT weights: the flow is noise, not motion")
         if cfg.flow.backend == "lk_pyramid":
             notes.append("flow: weight-free pyramidal Lucas-Kanade (real motion, no download)")
-        guide = MotionGuide(cfg, host, flow, disc)
+        guide = MotionGuide(cfg, host, flow, disc, start_tokens=start_tokens(cfg))
         if wrap_guide is not None:
             wrap_guide(guide)
         guided = sample(host, guide, **common)

@@ -99,10 +99,11 @@ class MotionGuide:
         flow: FlowEstimator | None,
         discriminator: Discriminator | nn.Module | None,
         device: torch.device | str | None = None,
-        start_tokens: torch.Tensor | None = None,
+        start_tokens: torch.Tensor | Callable[[int], torch.Tensor] | None = None,
     ):
-        """``start_tokens`` [n, D] (or ``cfg.start_token``, a file): start there instead of the init word.
-        With ``inner_iters`` 0 nothing is optimized and ``flow``/``discriminator`` may be None."""
+        """``start_tokens`` [n, D]: start there instead of the init word; or a callable that gets the host's token
+        width and returns them (``amortized.token_file.start_tokens(cfg)`` reads ``cfg.start_token`` that way: the
+        engine opens no file). With ``inner_iters`` 0 nothing is optimized and ``flow``/``discriminator`` may be None."""
         self.cfg = cfg.validate()
         self.host = host
         self.flow = flow
@@ -115,10 +116,11 @@ class MotionGuide:
         if flow is not None and flow.settings.backend != cfg.flow.backend:
             raise ValueError(f"flow estimator is {flow.settings.backend!r} but settings ask for {cfg.flow.backend!r}")
         init = host.embed_init(cfg.init_word, cfg.n_tokens).detach()
-        if start_tokens is None and cfg.start_token:
-            from ..amortized.token_file import load_token
-
-            start_tokens = load_token(cfg.start_token, width=init.shape[-1]).vectors
+        if callable(start_tokens):
+            start_tokens = start_tokens(init.shape[-1])
+        elif start_tokens is None and cfg.start_token:
+            raise ValueError(f"start token {cfg.start_token!r}: pass its vectors as start_tokens "
+                             "(amortized.token_file.start_tokens(cfg) reads the file)")
         if start_tokens is not None:
             if tuple(start_tokens.shape) != tuple(init.shape):
                 raise ValueError(f"start token is {tuple(start_tokens.shape)} but this host's tokens are "

@@ -238,6 +238,7 @@ class Evaluation:
     def run(self, progress=None, stop=lambda: False) -> dict:
         import torch
 
+        from ..amortized.token_file import start_tokens
         from ..disc.checkpoint import load_discriminator
         from ..engine.guidance import MotionGuide
         from ..files.video import save_gif
@@ -279,7 +280,7 @@ class Evaluation:
                     key = repr(cfg.flow)
                     if key not in guide_flows:
                         guide_flows[key] = build_flow(cfg.flow)
-                    guide = MotionGuide(cfg, host, guide_flows[key], discs["d_guide"])
+                    guide = MotionGuide(cfg, host, guide_flows[key], discs["d_guide"], start_tokens=start_tokens(cfg))
                 res = sample(host, guide, steps=self.steps, cfg_scale=self.cfg_scale, seed=seed, num_frames=frames,
                              height=size, width=size)
                 clip = res.frames.numpy()

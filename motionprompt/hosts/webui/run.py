@@ -17,6 +17,7 @@ import logging
 
 import torch
 
+from ...amortized.token_file import start_tokens
 from ...disc.checkpoint import CheckpointError, Discriminator
 from ...engine import schedule
 from ...engine.guidance import MotionGuide
@@ -219,7 +220,8 @@ class GuidedRun(RunOutcome):
             self.notes.append(note)
         self._encoder = encoder
         host = self.path.host(self.p.sd_model, encoder, shared.state)
-        guide = MotionGuide(self.cfg, host, self.flow, self.disc, device=devices.device)
+        guide = MotionGuide(self.cfg, host, self.flow, self.disc, device=devices.device,
+                            start_tokens=start_tokens(self.cfg))
         init_note = getattr(encoder, "note", None)
         if init_note and init_note not in self.notes:
             self.notes.append(init_note)
