@@ -98,7 +98,7 @@ def test_demo_side_by_side_shows_frames_on_top_and_flow_colours_of_the_motion_be
 
 
 def test_seed_lists_and_prompt_files_of_ones_own_cases(tmp_path):
-    from motionprompt.toy.protocol import parse_seed_list, read_prompt_file
+    from motionprompt.evaluation.cases import parse_seed_list, read_prompt_file
 
     assert parse_seed_list("7, 8,100-103") == [7, 8, 100, 101, 102, 103] and parse_seed_list("5") == [5]
     for bad in ("", "x", "5-3", "1,1", "1-2,2"):

@@ -4,41 +4,20 @@ plain (or on-policy) DDIM trajectories whose noisy latents the token is trained 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import token_file
+from ..hosts.diffusers.sources import ModelSource, load_source, world_for
 from .config import TokenTrainConfig, TokenTrainError
 
 
 # --------------------------------------------------------------------------------------------- inputs
-@dataclass
-class ModelSource:
-    model: object  # VideoModel
-    frames: int
-    size: int
-    info: dict  # what the token's metadata says about the model
-
-
 def load_video_model(spec: str, frames: int = 16, size: int = 64, device: str = "cpu") -> ModelSource:
-    """``--model`` as ``evaluate``/``generate`` read it: "toy", a toy model file, "tiny", or a diffusers folder."""
-    from ..hosts.diffusers.models import load_model, tiny_model
-
-    if spec == "toy" or spec.endswith(".safetensors"):
-        from ..toy.model import load_model as load_toy
-        from ..toy.model import model_file
-
-        path = model_file(spec)
-        parts = load_toy(path, device)
-        info = {"kind": "toy", "file": path.name, "sha256": token_file.file_sha256(path),
-                "unet_steps": parts.meta.get("unet_steps")}
-        return ModelSource(parts.video_model(), parts.arch.frames, parts.arch.size, info)
-    if spec == "tiny":
-        return ModelSource(tiny_model(seed=0), frames, size, {"kind": "tiny (random weights)"})
-    return ModelSource(load_model(spec), frames, size, {"kind": "diffusers", "folder": os.path.basename(spec.rstrip("/"))})
+    """``--model`` as ``evaluate``/``generate`` read it: a registered kind ("toy", a toy model file, "tiny") or a
+    diffusers folder (``hosts.diffusers.sources``)."""
+    return load_source(spec, frames, size, device)
 
 
 def read_prompts(path: str | os.PathLike) -> list[str]:
@@ -48,13 +27,13 @@ def read_prompts(path: str | os.PathLike) -> list[str]:
 
 
 def prompt_split(cfg: TokenTrainConfig) -> tuple[list[str], list[str], str]:
-    """(training prompts, held-out prompts, where they came from). Never the toy evaluation captions."""
+    """(training prompts, held-out prompts, where they came from). By default the guiding split of the model's world
+    (``hosts.diffusers.sources.world_for``: the toy world's for a model without one), never its evaluation captions."""
     if cfg.prompts:
         prompts, source = read_prompts(cfg.prompts), os.path.basename(cfg.prompts)
     else:
-        from ..toy.protocol import caption_split
-
-        prompts, source = caption_split()["guide"], "toy world: guiding-split captions (none of the evaluation set)"
+        world = world_for(cfg.model)
+        prompts, source = world.captions("guide"), f"{world.title}: guiding-split captions (none of the evaluation set)"
     if not prompts:
         raise TokenTrainError(f"no prompts in {cfg.prompts}")
     if cfg.val_prompts:
@@ -70,10 +49,9 @@ def prompt_split(cfg: TokenTrainConfig) -> tuple[list[str], list[str], str]:
     return train, held, source
 
 
-def seed_list(kind: str, n: int) -> list[int]:
-    from ..toy.protocol import seeds
-
-    return seeds(kind, n)
+def seed_list(kind: str, n: int, model: str = "") -> list[int]:
+    """The first ``n`` seeds of purpose ``kind`` ("token_train", "token_val") in the model's world (or the default)."""
+    return world_for(model).seeds(kind, n)
 
 
 # --------------------------------------------------------------------------------------------- sampling

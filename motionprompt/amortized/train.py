@@ -95,8 +95,8 @@ class TokenTrainer:
         self.source = source or load_video_model(cfg.model, cfg.frames, cfg.size, cfg.device)
         model = self.source.model
         self.train_prompts, self.val_prompts, self.prompt_source = prompt_split(cfg)
-        self.train_seeds = seed_list("token_train", cfg.seeds)
-        self.val_seeds = seed_list("token_val", cfg.val_seeds)
+        self.train_seeds = seed_list("token_train", cfg.seeds, cfg.model)
+        self.val_seeds = seed_list("token_val", cfg.val_seeds, cfg.model)
         self.guided = schedule.guided_steps(gcfg, cfg.sampling_steps)
         pick = np.unique(np.linspace(0, len(self.guided) - 1, min(cfg.val_steps, len(self.guided))).round().astype(int))
         self.val_guided = [self.guided[i] for i in pick]

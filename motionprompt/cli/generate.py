@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from .. import __version__
+from .. import toy as _toy  # noqa: F401  registers --model toy (motionprompt.toy.source)
 from ..engine.config import MEMORY_MODES, PRESETS, preset
 from ..files.video import FRAME_FORMATS
 from ..flow.policy import FlowMismatch, resolve_flow
@@ -131,29 +132,17 @@ def run_generate(args, wrap_guide=None) -> dict:
     from ..files.video import save_frames, save_gif
     from ..flow.registry import build_flow
     from ..hosts.diffusers.host import DiffusersVideoHost
-    from ..hosts.diffusers.models import load_model, tiny_model
     from ..hosts.diffusers.sampler import sample
+    from ..hosts.diffusers.sources import load_source
 
     cfg = _config_from_args(args)
     out = Path(args.out)
     notes = []
     defaults = dict(DEFAULTS)
-    if args.model == "toy" or args.model.endswith(".safetensors"):
-        from ..toy.model import load_model as load_toy
-        from ..toy.model import model_file
-        from ..toy.sample import DEFAULT_CFG, DEFAULT_STEPS
-
-        parts = load_toy(model_file(args.model), args.device)
-        model = parts.video_model()
-        defaults.update(prompt="a red circle moving right slowly", height=parts.arch.size, width=parts.arch.size,
-                        frames=parts.arch.frames, steps=DEFAULT_STEPS, cfg=DEFAULT_CFG)
-        notes.append(f"toy-world model ({parts.meta.get('unet_steps', '?')} training steps): it knows only captions "
-                     "of its world (python -m motionprompt toy-check)")
-    elif args.model == "tiny":
-        model = tiny_model(seed=0)
-        notes.append("tiny random-weight AnimateDiff-shaped model: frames are noise-like, only the mechanics are real")
-    else:
-        model = load_model(args.model, args.motion_adapter)
+    source = load_source(args.model, device=args.device, motion_adapter=args.motion_adapter)
+    model = source.model
+    defaults.update(source.sampling)  # a toy model brings its own prompt, size, frames, steps and scale
+    notes.extend(source.notes)
     for key, value in defaults.items():  # a flag given always wins over the model's default
         if getattr(args, key) is None:
             setattr(args, key, value)

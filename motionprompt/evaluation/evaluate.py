@@ -3,7 +3,8 @@
 Every (prompt, seed) is sampled once plain and once per *arm* (a preset plus optional overrides, e.g.
 ``K1=paper:inner_iters=1``) through the production path on the diffusers reference host. Each clip is
 measured by the guiding discriminator, an independent one (trained on a disjoint split with another seed:
-guards against merely fooling the guiding D), weight-free metrics, and the toy world's ground truth; the
+guards against merely fooling the guiding D), weight-free metrics, and the ground truth of the model's world
+(``hosts.diffusers.sources.World``: the toy world's, which ``motionprompt.toy`` registers); the
 sets are compared to real clips of the same captions with a Fréchet distance on flow statistics. Results
 are paired per sample (``paired.py``). Rows are saved after every clip, so an interrupted run resumes
 where it stopped; the summary is recomputed from all rows at the end.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import sys
 import time
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.records import json_safe
+from ..hosts.diffusers.sources import load_source, model_world, weights_file
 from .measures import METRICS
 from .paired import kept_fraction, paired_stats
 
@@ -91,25 +92,9 @@ def _parse_value(v: str):
     return v
 
 
-TRUTH_KEYS = ("visible_frac", "direction_ok", "displacement", "off_axis", "speed_error", "area_cv", "jerk",
-              "colour_purity")
-
-
-@functools.lru_cache(maxsize=4096)
-def world_writes(prompt: str) -> bool:
-    """Is ``prompt`` a caption the toy world writes (so it has ground truth and real clips)?"""
-    from ..toy.sample import real_clip
-
-    try:
-        real_clip(prompt, 0, size=8)
-    except (ValueError, KeyError):
-        return False
-    return True
-
-
-def clip_metrics(frames: np.ndarray, prompt: str, discs: dict, flows: dict) -> dict:
-
-    from ..toy.truth import clip_truth
+def clip_metrics(frames: np.ndarray, prompt: str, discs: dict, flows: dict, world) -> dict:
+    """A clip's measures: both discriminators, the weight-free metrics, flow statistics, and the ground truth of
+    ``world`` (``hosts.diffusers.sources.World``) where it writes ``prompt`` (None for each of its measures else)."""
     from .flowstats import flow_features, resize_short_side
     from .metrics import disc_score, video_metrics
 
@@ -119,10 +104,10 @@ def clip_metrics(frames: np.ndarray, prompt: str, discs: dict, flows: dict) -> d
     big = resize_short_side(frames, METRIC_SIDE) if min(frames.shape[1:3]) < METRIC_SIDE else frames
     vm = video_metrics(big, short_side=None)
     out.update({k: vm[k] for k in ("warp_error", "flicker", "smoothness", "motion_px")})
-    if world_writes(prompt):
-        out.update(clip_truth(frames, prompt).to_dict())
-    else:  # no ground truth for a prompt of one's own that is not a caption of the toy world
-        out.update(dict.fromkeys(TRUTH_KEYS))
+    if world.writes(prompt):
+        out.update(world.truth(frames, prompt))
+    else:  # no ground truth for a prompt of one's own that is not a caption of the world
+        out.update(dict.fromkeys(world.truth_keys))
     out["flow_features"] = [float(x) for x in flow_features(frames)]
     return out
 
@@ -192,6 +177,10 @@ class Evaluation:
         self.prompts = list(prompts) if prompts is not None else None
         self.seed_list = [int(s) for s in seed_list] if seed_list is not None else None
         self.model_path, self.disc_path, self.indep_path = model, disc, independent
+        self.world = model_world(model)
+        if self.world is None:
+            raise ValueError(f"model {model!r}: evaluate samples a model that comes with a world of captions, seeds "
+                             "and ground truth (a toy model)")
         self.rows_path = self.out / "samples.json"
         self.rows: list[dict] = []
         if self.rows_path.is_file():
@@ -203,10 +192,8 @@ class Evaluation:
     def setup(self) -> dict:
         """What makes two evaluations the same: weights by content (a copy elsewhere is the same evaluation, a
         file retrained in place is another one), arms, sizes and sampler settings."""
-        from ..toy.model import model_file
-
         def weights(spec) -> str:
-            path = None if spec is None else model_file(spec)
+            path = None if spec is None else weights_file(spec)
             return f"sha256:{_sha256(path)}" if path is not None and path.is_file() else str(spec)
 
         out = {"model": weights(self.model_path), "disc": weights(self.disc_path),
@@ -222,13 +209,9 @@ class Evaluation:
 
     def work(self) -> list[tuple[str, int]]:
         """The (prompt, seed) pairs, prompts in order, every prompt with the same seeds."""
-        from ..toy.protocol import caption_split, eval_pairs, seeds
-
-        if self.prompts is None and self.seed_list is None:
-            return eval_pairs(self.n_prompts, self.n_seeds)  # the README's tables
-        prompts = self.prompts if self.prompts is not None else caption_split()["eval"][: self.n_prompts]
-        seed_list = self.seed_list if self.seed_list is not None else seeds("eval", self.n_seeds)
-        return [(p, s) for p in prompts for s in seed_list]
+        prompts = self.prompts if self.prompts is not None else self.world.captions("eval")[: self.n_prompts]
+        seed_list = self.seed_list if self.seed_list is not None else self.world.seeds("eval", self.n_seeds)
+        return [(p, s) for p in prompts for s in seed_list]  # by default the README's tables
 
     def _save_rows(self) -> None:
         from ..files.atomic import write_json
@@ -245,12 +228,8 @@ class Evaluation:
         from ..flow.registry import build_flow
         from ..hosts.diffusers.host import DiffusersVideoHost
         from ..hosts.diffusers.sampler import sample
-        from ..toy.model import load_model, model_file
-        from ..toy.protocol import seeds
-        from ..toy.sample import real_clip
-
-        parts = load_model(model_file(self.model_path))
-        vm = parts.video_model()
+        source = load_source(self.model_path)
+        vm = source.model
         discs = {"d_guide": load_discriminator(self.disc_path),
                  "d_independent": load_discriminator(self.indep_path) if self.indep_path else None}
         flows = {k: build_flow(d.flow) for k, d in discs.items() if d is not None}  # the metrics' flows
@@ -260,7 +239,7 @@ class Evaluation:
         done = {(r["prompt"], r["seed"], r["arm"]) for r in self.rows}
         arm_names = ["plain", *configs]
         total = len(work) * len(arm_names)
-        size, frames = parts.arch.size, parts.arch.frames
+        size, frames = source.size, source.frames
         hosts: dict = {}
         for i, (prompt, seed) in enumerate(work):
             for arm in arm_names:
@@ -280,12 +259,13 @@ class Evaluation:
                     key = repr(cfg.flow)
                     if key not in guide_flows:
                         guide_flows[key] = build_flow(cfg.flow)
-                    guide = MotionGuide(cfg, host, guide_flows[key], discs["d_guide"], start_tokens=start_tokens(cfg))
+                    start = {"start_tokens": start_tokens(cfg)} if cfg.start_token else {}  # an arm's token file
+                    guide = MotionGuide(cfg, host, guide_flows[key], discs["d_guide"], **start)
                 res = sample(host, guide, steps=self.steps, cfg_scale=self.cfg_scale, seed=seed, num_frames=frames,
                              height=size, width=size)
                 clip = res.frames.numpy()
                 row = {"prompt": prompt, "seed": seed, "arm": arm, "seconds": res.seconds,
-                       "metrics": clip_metrics(clip, prompt, discs, flows),
+                       "metrics": clip_metrics(clip, prompt, discs, flows, self.world),
                        "guide": guide.summary() if guide else {}}
                 self.rows.append(row)
                 if i < 4:
@@ -293,8 +273,8 @@ class Evaluation:
                 self._save_rows()
                 if progress:
                     progress(len(self.rows), total)
-        real = [real_clip(p, s, size=size) for p in sorted({p for p, _ in work}) if world_writes(p)
-                for s in seeds("eval_real", self.n_real)]
+        real = [self.world.real_clip(p, s, size) for p in sorted({p for p, _ in work}) if self.world.writes(p)
+                for s in self.world.seeds("eval_real", self.n_real)]
         from .flowstats import flow_features
 
         real_feats = [flow_features(c).tolist() for c in real]
@@ -381,7 +361,7 @@ def run(args) -> int:
         for arm in arms:  # a missing or foreign token file fails here, not after the first clips
             if arm.overrides.get("token"):
                 token_count(arm.overrides["token"])
-        from ..toy.protocol import parse_seed_list, read_prompt_file
+        from .cases import parse_seed_list, read_prompt_file
 
         prompts = read_prompt_file(args.prompt_file) if getattr(args, "prompt_file", None) else None
         seed_list = parse_seed_list(args.seed_list) if getattr(args, "seed_list", None) else None

@@ -4,3 +4,7 @@ text-to-video model trained on them, and ground-truth measures of what the clips
 No pretrained video diffusion weights can be downloaded on our machines, so the effect of guidance is
 shown here, through the production code path (tokens -> CLIP -> UNetMotionModel -> x0 -> VAE -> flow -> D).
 """
+
+from .source import register
+
+register()  # ``--model toy`` and the toy world's cases, for generate, token-train and evaluate

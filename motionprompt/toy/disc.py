@@ -144,7 +144,7 @@ def run(args) -> int:
     data = Path(args.data)
     out = args.out or str(data / f"{args.role}.safetensors")
     try:
-        from .protocol import parse_seed_list, read_prompt_file
+        from ..evaluation.cases import parse_seed_list, read_prompt_file
 
         own = {"prompts": read_prompt_file(args.prompt_file) if getattr(args, "prompt_file", None) else None,
                "real_seeds": parse_seed_list(args.real_seeds) if getattr(args, "real_seeds", None) else None,

@@ -5,7 +5,7 @@ over colours, shapes, directions and speeds, are held out for evaluation: no dis
 the model's clips for them. The other 72 alternate between the guiding discriminator's split and the independent one's, so the two
 discriminators never share a generated prompt, a real clip or a sampling seed. Seed ranges are disjoint
 from each other and from training (``train.train_seed`` stays below 2**37). Cases of one's own (prompt files,
-seed lists: ``evaluate``, ``toy-disc``) replace these; the defaults are what the README's tables used.
+seed lists: ``evaluate``, ``toy-disc``; read by ``evaluation.cases``) replace these; the defaults are what the README's tables used.
 """
 
 from __future__ import annotations
@@ -62,36 +62,3 @@ def eval_pairs(n_prompts: int, n_seeds: int, spec: WorldSpec | None = None) -> l
     """(prompt, seed) pairs of an evaluation: every prompt with the same seeds, prompts in split order."""
     prompts = caption_split(spec)["eval"][:n_prompts]
     return [(p, s) for p in prompts for s in seeds("eval", n_seeds)]
-
-
-def parse_seed_list(text: str) -> list[int]:
-    """``"7,8,100-103"`` -> [7, 8, 100, 101, 102, 103]: sampling seeds of one's own (``evaluate``, ``toy-disc``)."""
-    out: list[int] = []
-    for item in filter(None, (t.strip() for t in str(text).split(","))):
-        first, dash, last = item.partition("-")
-        try:
-            lo, hi = int(first), int(last) if dash else int(first)
-        except ValueError:
-            raise ValueError(f"seed list {text!r}: {item!r} is not a seed or a range A-B of seeds") from None
-        if hi < lo:
-            raise ValueError(f"seed list {text!r}: range {item!r} runs backwards")
-        out.extend(range(lo, hi + 1))
-    if not out:
-        raise ValueError(f"seed list {text!r} names no seed")
-    if len(set(out)) != len(out):
-        raise ValueError(f"seed list {text!r} names a seed twice (a pair would be counted twice)")
-    return out
-
-
-def read_prompt_file(path) -> list[str]:
-    """One prompt a line; blank lines and lines starting with ``#`` are skipped; a prompt given twice is refused."""
-    from pathlib import Path
-
-    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
-    prompts = [line for line in lines if line and not line.startswith("#")]
-    if not prompts:
-        raise ValueError(f"{path}: no prompt in it (one prompt a line)")
-    twice = sorted({p for p in prompts if prompts.count(p) > 1})
-    if twice:
-        raise ValueError(f"{path}: prompt(s) given twice: {twice}")
-    return prompts

@@ -1,0 +1,48 @@
+"""The model-source and world registries (``hosts.diffusers.sources``): the toy world plugs into generate,
+token-train and evaluate through them, as any model family can."""
+
+from pathlib import Path
+
+import pytest
+
+from motionprompt.hosts.diffusers import sources
+
+
+@pytest.fixture
+def fake_kind(monkeypatch):
+    monkeypatch.setattr(sources, "_KINDS", list(sources._KINDS))
+    monkeypatch.setattr(sources, "_WORLDS", dict(sources._WORLDS))
+    world = sources.World("fake", "fake world", lambda split: [f"{split} caption"], lambda kind, n: list(range(n)),
+                          lambda prompt: prompt.endswith("caption"), lambda frames, prompt: {"seen": 1.0}, ("seen",),
+                          lambda caption, seed, size: None)
+    sources.register_world(world)
+    loaded = []
+
+    def load(spec, frames, size, device="cpu", motion_adapter=None):
+        loaded.append((spec, frames, size, device))
+        return sources.ModelSource(object(), frames, size, {"kind": "fake"})
+
+    sources.register_source(sources.SourceKind("fake", lambda s: s.startswith("fake:"), load,
+                                               lambda s: Path(s[5:]), world="fake"))
+    return loaded
+
+
+def test_a_registered_kind_loads_its_specs_and_names_its_world(fake_kind):
+    source = sources.load_source("fake:m.bin", frames=8, size=32)
+    assert source.info == {"kind": "fake"} and fake_kind == [("fake:m.bin", 8, 32, "cpu")]
+    assert sources.weights_file("fake:m.bin") == Path("m.bin")
+    assert sources.weights_file("some/folder") == Path("some/folder")  # no kind takes it: a path
+    world = sources.world_for("fake:m.bin")
+    assert world.title == "fake world" and world.captions("eval") == ["eval caption"] and world.seeds("eval", 2) == [0, 1]
+    assert sources.model_world("tiny") is None and sources.source_kind("some/folder") is None
+
+
+def test_the_toy_world_registers_itself_and_is_the_default_world():
+    import motionprompt.toy  # noqa: F401
+    from motionprompt.toy.protocol import caption_split, seeds
+
+    assert sources.source_kind("toy").world == "toy" and sources.source_kind("my/toy.safetensors").name == "toy"
+    assert sources.world_for("tiny").name == "toy"  # a model without a world of its own takes the default one
+    toy = sources.world_for("toy")
+    assert toy.captions("guide") == caption_split()["guide"] and toy.seeds("token_train", 2) == seeds("token_train", 2)
+    assert toy.writes(caption_split()["eval"][0]) and not toy.writes("a white fox running on a rock, snow")
