@@ -1,5 +1,6 @@
-"""The package layout: no import cycles (not even through function-level imports), modules of one size,
-and the README's "every engine setting has a flag" kept true."""
+"""The package layout: the layering of docs/layout.md (a sub-package imports only packages of lower layers, not
+even through function-level imports), no import cycles, modules of one size, and the README's "every engine
+setting has a flag" kept true."""
 
 from __future__ import annotations
 
@@ -13,6 +14,14 @@ ROOT = Path(__file__).resolve().parents[1] / "motionprompt"
 
 # Known debts, each to be removed by whoever next changes the code named (the test fails on anything new)
 KNOWN_LAZY_EDGES: set[tuple[str, str]] = set()
+
+#: the sub-packages, lowest layer first: a package imports only packages of lower layers (never one of its own
+#: layer); docs/layout.md opens with this line
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("files",), ("flow",), ("disc",), ("engine",), ("training", "hosts.diffusers"), ("amortized",), ("evaluation",),
+    ("hosts.webui", "toy"), ("cli",),
+)
+LAYOUT_DOC = ROOT.parent / "docs" / "layout.md"
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:
@@ -81,6 +90,82 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         if start not in state and (found := visit(start)):
             return found
     return None
+
+
+def package_of(module: str) -> str | None:
+    """``motionprompt.X...`` -> its sub-package X (``hosts.diffusers`` and ``hosts.webui`` are two); ``__main__``
+    is the CLI's; None for the root package (``__version__``) and the bare ``hosts`` folder, which import nothing."""
+    parts = module.split(".")[1:]
+    if not parts or parts == ["hosts"]:
+        return None
+    if parts[0] == "__main__":
+        return "cli"
+    return ".".join(parts[:2]) if parts[0] == "hosts" else parts[0]
+
+
+def package_edges(graph: dict[str, set[str]]) -> dict[tuple[str, str], list[str]]:
+    """(package, package it imports) -> the module imports that make the edge, as ``a -> b``."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for a, targets in graph.items():
+        for b in sorted(targets):
+            pa, pb = package_of(a), package_of(b)
+            if pa is not None and pb is not None and pa != pb:
+                out.setdefault((pa, pb), []).append(f"{a} -> {b}")
+    return out
+
+
+def layer_violations(graph: dict[str, set[str]], layers=LAYERS) -> list[str]:
+    """Each import of a package that is not in a lower layer, with the modules that make it."""
+    rank = {pkg: i for i, layer in enumerate(layers) for pkg in layer}
+    return [f"{pa} imports {pb} ({'same layer' if rank[pb] == rank[pa] else 'a higher layer'}): {', '.join(how)}"
+            for (pa, pb), how in sorted(package_edges(graph).items()) if rank[pb] >= rank[pa]]
+
+
+def layers_line(layers=LAYERS) -> str:
+    return " → ".join(", ".join(layer) for layer in layers)
+
+
+def test_the_layering_check_finds_an_upward_import_and_a_sideways_one():
+    ok = {"motionprompt.engine.a": {"motionprompt.flow.b", "motionprompt"}, "motionprompt.flow.b": set(),
+          "motionprompt": set(), "motionprompt.toy.c": {"motionprompt.engine.a"}}
+    assert layer_violations(ok) == []
+    up = {**ok, "motionprompt.flow.b": {"motionprompt.engine.a"}}  # lazy or not: the graph holds both
+    assert layer_violations(up) == ["flow imports engine (a higher layer): motionprompt.flow.b -> motionprompt.engine.a"]
+    both = {**ok, "motionprompt.hosts.webui.d": {"motionprompt.toy.c"}}
+    assert layer_violations(both) == ["hosts.webui imports toy (same layer): motionprompt.hosts.webui.d -> "
+                                      "motionprompt.toy.c"]
+    assert package_of("motionprompt.__main__") == "cli" and package_of("motionprompt.hosts") is None
+
+
+def test_every_sub_package_has_one_layer():
+    placed = [pkg for layer in LAYERS for pkg in layer]
+    assert len(placed) == len(set(placed))
+    found = {package_of(m) for m in import_graph(lazy=True)} - {None}
+    assert found == set(placed), "place every sub-package in LAYERS (and docs/layout.md), remove gone ones"
+    graph = import_graph(lazy=True)
+    assert graph["motionprompt"] == graph["motionprompt.hosts"] == set()  # imported by all, they import nothing
+
+
+def test_no_sub_package_imports_one_above_it_or_beside_it():
+    """Function-level imports count: a lazy import is a dependency all the same."""
+    graph = import_graph(lazy=True)
+    assert layer_violations(graph) == []
+
+
+def test_no_two_sub_packages_reach_each_other():
+    edges = package_edges(import_graph(lazy=True))
+    assert sorted(f"{a} <-> {b}" for a, b in edges if a < b and (b, a) in edges) == []
+    packages = {p for pair in edges for p in pair}
+    cycle = find_cycle({p: {b for a, b in edges if a == p} for p in packages})
+    assert cycle is None, "packages reach each other: " + " -> ".join(cycle)
+
+
+def test_docs_layout_opens_with_the_layers():
+    text = LAYOUT_DOC.read_text(encoding="utf-8")
+    top = text.split("\n## Packages", 1)[0]
+    assert f"`{layers_line()}`" in top
+    for layer in LAYERS:  # one sentence per layer
+        assert f"- **{', '.join(layer)}**" in top, layer
 
 
 def test_the_cycle_finder_finds_a_cycle():
