@@ -236,3 +236,53 @@ def test_a1111_unet_gradient_is_the_same_with_its_blocks_checkpointed_in_float64
     (x0_p, g_p), (x0_c, g_c) = (v for k, v in seen.items() if isinstance(k, int))
     assert torch.equal(x0_c, x0_p) and torch.equal(g_c, g_p)
     assert g_p.abs().sum() > 0 and seen["left"] == []
+
+
+@pytest.mark.parametrize(("optimizer", "swapped"), [("Doggettx", True), ("sub-quadratic", True), ("sdp", False),
+                                                     ("xformers", False)])
+def test_a1111_guided_steps_use_sdp_attention_where_the_active_one_keeps_matrices(tmp_path, monkeypatch, optimizer,
+                                                                                  swapped):
+    """A1111's Doggettx (its "Automatic" without --xformers) and the other sliced attentions keep every attention
+    matrix for the backward and slice by the free memory at call time (a recompute would differ): our steps'
+    UNet calls run A1111's own sdp forward instead (``sd_hijack_optimizations.scaled_dot_product_attention_forward``,
+    faked here with torch's scaled_dot_product_attention), the host's own sampling calls keep the active one, and
+    the class is as it was afterwards."""
+    import sys
+    import types
+
+    import torch.nn.functional as F
+
+    ui = WebUI(tmp_path)
+    save_disc(tmp_path / "models")
+    from ldm.modules.attention import CrossAttention
+    from modules import sd_hijack
+
+    calls = []
+
+    def sdp_forward(self, x, context=None, mask=None, **kwargs):  # A1111's sdp forward, in short
+        calls.append(torch.is_grad_enabled())
+        h, context = self.heads, x if context is None else context
+        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+        b = q.shape[0]
+        q, k, v = (t.reshape(b, t.shape[1], h, -1).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.to_out(out.transpose(1, 2).reshape(b, x.shape[1], -1))
+
+    fake = types.ModuleType("modules.sd_hijack_optimizations")
+    fake.scaled_dot_product_attention_forward = sdp_forward
+    monkeypatch.setitem(sys.modules, "modules.sd_hijack_optimizations", fake)
+    monkeypatch.setattr(sd_hijack, "current_optimizer", types.SimpleNamespace(name=optimizer), raising=False)
+    original = CrossAttention.forward
+    host_calls = []
+    monkeypatch.setattr(CrossAttention, "forward",
+                        lambda self, *a, **k: host_calls.append(torch.is_grad_enabled()) or original(self, *a, **k))
+    patched = CrossAttention.forward
+    p, _ = ui.generate(MP, A1111_AD, prompt=TRAVEL)
+    assert not ui.errors, ui.errors
+    assert "memory path speed" in p.extra_generation_params["MotionPrompt result"]
+    assert CrossAttention.forward is patched  # restored
+    if swapped:
+        assert any(calls)  # our steps' UNet calls (with gradients, and the probe's without), through sdp
+        assert host_calls and not any(host_calls)  # only the sampler's own calls (no gradients) kept the active one
+    else:
+        assert calls == [] and any(host_calls)

@@ -1,8 +1,8 @@
 """Fine-grained activation checkpointing for the inner loop only.
 
 Why fine-grained: at 16 frames 512² the UNet's forward keeps ~20 GiB for the backward; checkpointing whole
-down/up blocks still keeps 7.7 GiB, every resnet, attention and motion module on its own 2.95 GiB at about
-the same speed (``docs/memory.md``). So each module of those kinds is wrapped, by its class name as the hosts'
+down/up blocks still keeps 7.7 GiB, every resnet, attention and motion module on its own 1.5 GiB
+(``docs/memory.md``). So each module of those kinds is wrapped, by its class name as the hosts'
 own code names it: ldm / ldm_patched (A1111, Forge), sd-webui-animatediff's motion module, diffusers.
 
 Why by patching instances and only inside the loop: sampling itself must stay exactly what the host runs.
@@ -15,14 +15,14 @@ arguments; where grad is off the wrapper calls the module as it is.
 from __future__ import annotations
 
 import contextlib
-import inspect
+import logging
 from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from . import saved_bytes
+log = logging.getLogger("motionprompt")
 
 #: class names of the modules wrapped in the UNet: resnets, spatial transformers (attention), motion modules.
 #: A host whose blocks modify saved tensors in place wraps smaller parts (``hosts/webui/forge.py``).
@@ -67,13 +67,12 @@ def find_blocks(roots: Iterable[nn.Module], names: frozenset[str]) -> list[nn.Mo
 
 def _options(module: nn.Module) -> dict:
     """Without dropout in the block (eval mode: every host samples in eval) the RNG state need not be saved and
-    restored around each recompute, and the metadata check of the recomputed tensors is skipped: both cost time
-    per wrapped call. torch 2.1 has both options."""
+    restored around each recompute. The check that the recompute saved the same tensors stays on: a host kernel
+    that computes differently the second time (A1111's Doggettx attention slices by the free memory at call
+    time) then fails with torch's CheckpointError, not with a wrong gradient."""
     options = {"use_reentrant": False}
     if not any(m.training for m in module.modules()):
         options["preserve_rng_state"] = False
-        if "determinism_check" in inspect.signature(checkpoint).parameters:
-            options["determinism_check"] = "none"
     return options
 
 
@@ -84,8 +83,8 @@ def _wrapped(module: nn.Module):
     def forward(*args, **kwargs):
         if not torch.is_grad_enabled():
             return original(*args, **kwargs)
-        for value in (*args, *kwargs.values()):  # what checkpointing keeps instead of the activations
-            saved_bytes.observe(value)
+        # what checkpointing keeps (the call's inputs) it saves through autograd's saved-tensor hooks: the
+        # accountant (and Forge's copying hook) sees them there
         return checkpoint(original, *args, **options, **kwargs)
 
     return forward
@@ -97,13 +96,16 @@ def checkpointed(modules: Iterable[nn.Module]) -> Iterator[int]:
     patched: list[tuple[nn.Module, bool, object]] = []
     try:
         for m in modules:
-            had = "forward" in m.__dict__
-            patched.append((m, had, m.__dict__.get("forward")))
+            had, previous = "forward" in m.__dict__, m.__dict__.get("forward")
             m.forward = _wrapped(m)
+            patched.append((m, had, previous))
         yield len(patched)
     finally:
         for m, had, previous in reversed(patched):
-            if had:
-                m.forward = previous
-            else:
-                del m.forward
+            try:
+                if had:
+                    m.forward = previous
+                else:
+                    del m.forward
+            except Exception:  # one module that cannot be restored must not keep the others wrapped
+                log.warning("MotionPrompt: could not restore %s.forward", type(m).__name__)

@@ -9,6 +9,7 @@ disables itself so the user's generation finishes unguided.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import logging
 import time
@@ -164,11 +165,14 @@ class MotionGuide:
         except GuidanceSkipped:
             return None
         except Exception as exc:  # never break the user's generation
-            exc.__traceback__ = None  # its frames hold the loop's tensors: let them go before memory is freed
-            if _out_of_memory(exc) and self._lower_path(step):
-                return self._cond_opt if phase == "window" else self._original()
-            self._fail(step, exc)
-            return None
+            failure = exc
+        # out of the except block: Python 3.10 keeps the traceback (and the loop's tensors its frames hold) alive
+        # inside it, so memory is freed only here
+        failure.__traceback__ = None
+        if _out_of_memory(failure) and self._lower_path(step):
+            return self._cond_opt if phase == "window" else self._original()
+        self._fail(step, failure)
+        return None
 
     def start_conditioning(self) -> torch.Tensor | None:
         """The conditioning before any optimization: the init tokens when ``cond_before`` says so, the prompt
@@ -186,9 +190,10 @@ class MotionGuide:
         tv_first = [r.iterations[0].tv for r in done]
         tv_last = [r.iterations[-1].tv for r in done]
         peaks = [r.peak_mem_bytes for r in self.records if r.peak_mem_bytes is not None]
-        step_peaks = [r.peak_mem_bytes - r.start_bytes for r in done
-                      if r.peak_mem_bytes is not None and r.start_bytes is not None]
-        predicted = [r.predicted_bytes for r in done if r.predicted_bytes]
+        measured = [r for r in done if r.peak_mem_bytes is not None and r.start_bytes is not None]
+        # the prediction and the measurement of one step: the one that peaked highest (else the last guided one)
+        worst = max(measured, key=lambda r: r.peak_mem_bytes - r.start_bytes) if measured else (done[-1] if done
+                                                                                               else None)
         kept = [sum(r.saved_bytes["bytes"].values()) for r in done if r.saved_bytes]
         return {
             "steps_guided": len(done),
@@ -202,8 +207,8 @@ class MotionGuide:
             # the memory path(s) the guided steps took, the plan's prediction and the measured peak above each step's
             # start (CUDA), and the bytes one iteration kept for its backward (any device)
             "memory_paths": sorted({r.memory_path for r in done if r.memory_path}),
-            "predicted_step_bytes": max(predicted) if predicted else None,
-            "measured_step_bytes": max(step_peaks) if step_peaks else None,
+            "predicted_step_bytes": worst.predicted_bytes if worst is not None else None,
+            "measured_step_bytes": (worst.peak_mem_bytes - worst.start_bytes) if measured else None,
             "kept_bytes": max(kept) if kept else None,
             "token_drift": float((self.tokens.detach() - self.tokens0).norm()),
             "disabled": self.disabled,
@@ -225,6 +230,8 @@ class MotionGuide:
         the next guided steps take the next lower path. False when there is none (or the path was asked for)."""
         path = self.plan.path if self.plan is not None else None
         if self.cfg.memory != "auto" or path is None or path == memory_plan.PATHS[-1]:
+            return False
+        if not hasattr(self.host, "checkpoint_blocks"):  # every path runs as speed here: lowering cannot help
             return False
         self._floor = memory_plan.PATHS.index(path) + 1
         self.tokens.grad = None
@@ -268,7 +275,11 @@ class MotionGuide:
         self.records.append(record)
         cuda = self.device.type == "cuda" and torch.cuda.is_available()
         if cuda:
-            torch.cuda.reset_peak_memory_stats(self.device)
+            # the bench (sync_timing) resets CUDA's peak per step to read each step's own; a host's job is left
+            # alone (A1111's and Forge's own memory figures read the same counters): there the step's peak is the
+            # job's peak so far, which a guided step's is in practice
+            if cfg.sync_timing:
+                torch.cuda.reset_peak_memory_stats(self.device)
             record.start_bytes = int(torch.cuda.memory_allocated(self.device))
         try:
             plan = self._choose_path(predict_x0)  # nothing fits: raised before any work is spent
@@ -290,7 +301,7 @@ class MotionGuide:
                     record.iterations.append(self._iteration(step, it, predict_x0, opt, timer, plan.path == "low"))
                     if saved is not None:
                         record.saved_bytes = saved.to_dict()
-                        self._learn(plan, saved)
+                        self._learn(plan, saved, predict_x0, record.iterations[-1].pairs)
         finally:
             self.tokens.grad = None
             record.seconds = time.perf_counter() - t0
@@ -315,13 +326,17 @@ class MotionGuide:
         self.plan = plan
         return plan
 
-    def _learn(self, plan: memory_plan.Plan, saved: SavedBytes) -> None:
-        """This job's kept bytes (UNet + decode) against what the table says they are for the path that ran: the
-        ratio scales every later prediction of this job (another UNet than SD1.5's, another attention kernel)."""
+    def _learn(self, plan: memory_plan.Plan, saved: SavedBytes, predict_x0: PredictX0, pairs) -> None:
+        """This job's kept bytes (UNet + decode) against what the table says they are for what ran (the frames
+        the UNet ran with gradients, ``ran_frames`` where the predictor says so, and the frames decoded): the ratio
+        scales every later prediction of this job (another UNet than SD1.5's, another attention kernel)."""
         plan.measured = dict(saved.bytes)
         if plan.shape is None:
             return
-        table = memory_plan.predict(plan.shape, kept_only=True)[plan.path]
+        ran = dataclasses.replace(plan.shape, decoded_frames=len({f for p in pairs for f in p}))
+        if getattr(predict_x0, "ran_frames", None):
+            ran.grad_frames = int(predict_x0.ran_frames)
+        table = memory_plan.predict(ran, kept_only=True)[plan.path]
         measured = saved.bytes.get("unet", 0) + saved.bytes.get("decode", 0)
         if table and measured:
             self._scale = measured / table

@@ -7,10 +7,12 @@ Three paths, fastest first (``docs/memory.md`` has the GPU figures):
   at a time, so one decoder block's activations exist at once.
 
 ``auto`` takes the fastest path whose predicted peak fits the free device memory with a margin; where none
-fits, the step runs unguided, before any work is spent. The prediction scales the bytes kept for the
-backward per frame-pixel (``COEFFS``: measured with ``saved_bytes`` on the SD1.5-sized model, see
-``make bench-memory``) by this job's frames run with gradients, latent size and element size; after the
-first measured iteration the measured bytes replace the table's for this job (``Plan.learn``).
+fits, guidance stops for the rest of the job before any work is spent (the video finishes unguided and says
+why). The prediction scales the bytes kept for the backward per frame-pixel (``COEFFS``: measured with
+``saved_bytes`` on the SD1.5-sized model, ``bench --memory-accounting``) by this job's frames run with
+gradients, latent size and element size; each guided step's first iteration measures what it kept, and the
+ratio of that to the table's figure for what ran scales this job's later predictions
+(``guidance.MotionGuide._learn``).
 """
 
 from __future__ import annotations

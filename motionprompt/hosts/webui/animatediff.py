@@ -71,9 +71,10 @@ def scoring_windows(windows: list[list[int]], frames) -> list[list[int]]:
 
 
 @contextlib.contextmanager
-def only_windows(frames):
+def only_windows(frames, ran: list | None = None):
     """While it is open, AnimateDiff's own scheduler yields only ``scoring_windows`` for ``frames`` (Forge: its
-    ``mm_sd_forward`` runs the windows itself); restored afterwards, also on an error. None: unchanged."""
+    ``mm_sd_forward`` runs the windows itself); restored afterwards, also on an error. None: unchanged.
+    ``ran`` gets the length of every window it lets run."""
     mod = sys.modules.get("scripts.animatediff_infv2v")
     cls = getattr(mod, "AnimateDiffInfV2V", None) if mod else None
     plain = getattr(cls, "uniform", None) if cls is not None else None  # a staticmethod, maybe inherited (Forge)
@@ -84,7 +85,10 @@ def only_windows(frames):
     original = cls.__dict__.get("uniform")
 
     def uniform(*args, **kwargs):
-        return iter(scoring_windows(list(plain(*args, **kwargs)), frames))
+        windows = scoring_windows(list(plain(*args, **kwargs)), frames)
+        if ran is not None:
+            ran.extend(len(w) for w in windows)
+        return iter(windows)
 
     cls.uniform = staticmethod(uniform)
     try:

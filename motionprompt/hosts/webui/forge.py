@@ -47,7 +47,7 @@ from ...engine import saved_bytes
 from ...engine.checkpointing import DECODER_BLOCKS, UNET_BLOCKS, find_blocks
 from ...engine.host import PredictX0
 from . import animatediff, flavour
-from .host import WebUIHost, grad_frames, unet_element_size
+from .host import WebUIHost, grad_frames
 
 SHORT_CONTEXT = ("AnimateDiff forge/master never computes the cond half of a video shorter than its context batch size "
                  "({frames} < {context} frames; its output is then not guided by the prompt either): set AnimateDiff's "
@@ -161,6 +161,18 @@ def _unpack(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def forge_element_size(unet, fallback: torch.Tensor) -> int:
+    """Bytes per element of ldm_patched's activations: its manual-cast dtype where it computes in another dtype
+    than it stores (``--unet-in-fp32`` and friends), else its weights' dtype (A1111's ``dtype_unet`` is not
+    Forge's knob)."""
+    model = unet.model
+    dtype = getattr(model, "manual_cast_dtype", None)
+    if dtype is None:
+        weight = next(model.diffusion_model.parameters(), None)
+        dtype = weight.dtype if weight is not None else fallback.dtype
+    return torch.empty((), dtype=dtype).element_size()
+
+
 def _own(t):
     """A host tensor made by the job (an inference tensor), as an ordinary tensor autograd may save."""
     if not isinstance(t, torch.Tensor):
@@ -269,20 +281,22 @@ def forge_predictor(params, p, cfg_scale: float, x0_mode: str, ad) -> tuple[Pred
             out[0]["control"] = control
         return out
 
-    def run(cond: torch.Tensor, rows: str, frames=None):
+    def run(cond: torch.Tensor, rows: str, frames=None, ran: list | None = None):
         model, xs, ts, opts, u, c = unet.model, x, sigma, unet.model_options, conds(uncond), conds(cond)
         for modifier in opts.get("conditioning_modifiers", []):
             model, xs, ts, u, c, _scale, opts, _seed = modifier(model, xs, ts, u, c, cfg_scale, opts, seed)
         c, u = {"cond": (c, None), "uncond": ([], u), "both": (c, u)}[rows]
         load(sampling_models(unet), memory)  # the text encoder may have pushed them out
         rematerialise(modules)
-        with inplace_safe(modules), animatediff.only_windows(frames if ad is not None else None):
+        with inplace_safe(modules), animatediff.only_windows(frames if ad is not None else None, ran):
             return samplers.calc_cond_uncond_batch(model, c, u, xs, ts, opts)
 
     def predict(cond: torch.Tensor, frames=None) -> torch.Tensor:
         cond = cond.to(uncond.dtype)
         if control is None:
-            out_c = run(cond, "cond", frames)[0]
+            ran: list[int] = []
+            out_c = run(cond, "cond", frames, ran)[0]
+            predict.ran_frames = sum(ran) or b  # the windows that ran with gradients (all rows without windows)
             if x0_mode == "cfg" and not x0_uncond:
                 with torch.no_grad():
                     x0_uncond.append(run(cond.detach(), "uncond")[1])
@@ -296,7 +310,8 @@ def forge_predictor(params, p, cfg_scale: float, x0_mode: str, ad) -> tuple[Pred
         return x0
 
     predict.frame_count = b  # = the video's frames (``problem`` refuses a video shorter than the context)
+    predict.ran_frames = 2 * b  # the full batch; the cond-only call sets what it ran
     predict.shape_hint = lambda pairs: (grad_frames(ad, b, pairs) if control is None else 2 * b,
-                                        x.shape[-2] * x.shape[-1], unet_element_size(x))
+                                        x.shape[-2] * x.shape[-1], forge_element_size(unet, x))
     rows = "cond-only UNet" if control is None else "full-batch UNet (Forge ControlNet attached)"
     return predict, f"{rows} via Forge calc_cond_uncond_batch"

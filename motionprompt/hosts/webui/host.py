@@ -81,9 +81,9 @@ def predictor(params, cfg_scale: float, x0_mode: str, frames: int | None = None,
         raise RuntimeError("a full-batch UNet call needs \"Batch cond/uncond\" on")
     x0_uncond: list[torch.Tensor] = []
 
-    def rows(half: slice, text: torch.Tensor, frames=None) -> torch.Tensor:
+    def rows(half: slice, text: torch.Tensor, frames=None, ran: list | None = None) -> torch.Tensor:
         return cond_rows_forward(den.inner_model, x_in[half], sigma_in[half], text, image_cond[half],
-                                 batch_cond_uncond, ad, frames)
+                                 batch_cond_uncond, ad, frames, ran)
 
     def uncond_x0() -> torch.Tensor:
         if not x0_uncond:
@@ -94,7 +94,9 @@ def predictor(params, cfg_scale: float, x0_mode: str, frames: int | None = None,
     def predict(cond: torch.Tensor, frames=None) -> torch.Tensor:
         cond = cond.to(uncond.dtype)
         if path.cond_only:
-            out_c = rows(slice(0, b), cond, frames)
+            ran: list[int] = []
+            out_c = rows(slice(0, b), cond, frames, ran)
+            predict.ran_frames = sum(ran)  # what ran with gradients, for the memory plan's calibration
             x0_u = uncond_x0() if x0_mode == "cfg" else None
         else:
             out = den.inner_model(x_in, sigma_in,
@@ -107,16 +109,56 @@ def predictor(params, cfg_scale: float, x0_mode: str, frames: int | None = None,
         return x0_c[:keep]
 
     predict.frame_count = keep
+    predict.ran_frames = 2 * b  # the full batch; the cond-only path sets what it ran
     predict.shape_hint = lambda pairs: (grad_frames(ad, b, pairs) if path.cond_only else 2 * b,
                                         x_in.shape[-2] * x_in.shape[-1], unet_element_size(x_in))
     return predict
 
 
+#: A1111 attention optimisations whose forward keeps no attention matrix for the backward (torch's
+#: scaled_dot_product_attention, xformers), by ``sd_hijack.current_optimizer.name``
+MATRIX_FREE = ("sdp", "sdp-no-mem", "xformers")
+
+
+@contextlib.contextmanager
+def sdp_attention():
+    """A guided step on A1111 runs ldm's CrossAttention through A1111's own sdp forward (``sd_hijack_optimizations.
+    scaled_dot_product_attention_forward``) when the active optimisation is another one. Doggettx — what
+    "Automatic" picks without --xformers — and sub-quadratic, InvokeAI and V1 keep every attention matrix for the
+    backward (+20 GiB at 16 frames 512²) and slice by the free memory at call time, so a checkpoint's recompute
+    would not compute what the forward did. The host's own sampling calls keep its choice: only our step's UNet
+    calls (the same attention, another kernel) are affected."""
+    import torch.nn.functional as F
+
+    try:
+        import ldm.modules.attention as attention
+        from modules import sd_hijack, sd_hijack_optimizations
+    except ImportError:
+        yield
+        return
+    sdp = getattr(sd_hijack_optimizations, "scaled_dot_product_attention_forward", None)
+    current = getattr(getattr(sd_hijack, "current_optimizer", None), "name", None)
+    cls = getattr(attention, "CrossAttention", None)
+    if sdp is None or cls is None or current in MATRIX_FREE or not hasattr(F, "scaled_dot_product_attention"):
+        yield
+        return
+    original = cls.__dict__.get("forward")
+    cls.forward = sdp
+    try:
+        yield
+    finally:
+        if original is not None:
+            cls.forward = original
+        else:
+            del cls.forward
+
+
 def grad_frames(ad, rows: int, pairs: int) -> int:
-    """Frames the UNet runs with gradients for ``pairs`` scored pairs: the windows they come from, at most."""
+    """Frames the UNet runs with gradients for ``pairs`` scored pairs, at most: the windows their frames come
+    from (one per frame at most; overlapping windows can run more frames than the video has)."""
     if ad is None or ad.windows <= 1:
         return rows
-    return min(rows, 2 * pairs * ad.context)
+    return min(2 * pairs, ad.windows + 1) * ad.context
 
 
 def unet_element_size(fallback: torch.Tensor) -> int:
@@ -141,7 +183,7 @@ class A1111Path:
         return WebUIHost(sd_model, encoder, state)
 
     def step(self, params):
-        return contextlib.nullcontext()
+        return sdp_attention()
 
     def predictor(self, params, p, cfg_scale: float, x0_mode: str, ad) -> tuple[PredictX0, str]:
         from modules import shared

@@ -58,14 +58,17 @@ def choose(p, batch_cond_uncond: bool, ad: animatediff.AnimateDiffState | None) 
 
 
 def cond_rows_forward(inner, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, image_cond: torch.Tensor,
-                      batch_cond_uncond: bool, ad: animatediff.AnimateDiffState | None, frames=None) -> torch.Tensor:
+                      batch_cond_uncond: bool, ad: animatediff.AnimateDiffState | None, frames=None,
+                      ran: list | None = None) -> torch.Tensor:
     """The inner model on B rows (all cond or all uncond), as AnimateDiff would compute them in a 2·B call.
     ``frames``: only the windows whose output those frames get run (``animatediff.scoring_windows``); the
-    other rows stay zero."""
+    other rows stay zero. ``ran`` gets the number of rows of every UNet call made."""
     hooked = getattr(inner, "original_forward", None)
     if hooked is None or not batch_cond_uncond or ad is None:
         # no hook, or "Batch cond/uncond" off: the hooked forward itself takes B rows (the host's own calls)
-        with animatediff.only_windows(frames if ad is not None else None):
+        if ran is not None and (ad is None or frames is None):
+            ran.append(x.shape[0])
+        with animatediff.only_windows(frames if ad is not None else None, ran):
             return inner(x, sigma, cond={"c_crossattn": [cond], "c_concat": [image_cond]})
     uniform = animatediff.scheduler()
     ap = ad.params
@@ -73,6 +76,8 @@ def cond_rows_forward(inner, x: torch.Tensor, sigma: torch.Tensor, cond: torch.T
     windows = list(uniform(ap.step, ap.video_length, ap.batch_size, ap.stride, ap.overlap, ap.closed_loop))
     if frames is not None:
         windows = animatediff.scoring_windows(windows, frames)
+    if ran is not None:
+        ran.extend(len(w) for w in windows)
     for context in windows:
         part = hooked(x[context], sigma[context], cond={"c_crossattn": [cond[context]],
                                                         "c_concat": [image_cond[context]]})
