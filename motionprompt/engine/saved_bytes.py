@@ -7,7 +7,8 @@ once, in the phase that was running when it was saved (``text``, ``unet``, ``dec
 What checkpointing keeps instead (the inputs of each wrapped call), and what a host's own saved-tensor hook
 keeps (Forge's copies), arrive through ``observe``.
 
-Not counted: leaves (weights, whether trainable or frozen, and the sampler's latents: resident anyway).
+Not counted: leaves (weights, whether trainable or frozen, and the sampler's latents: resident anyway; also
+intermediates that need no gradient, such as the first spatial transformer's input: about 40 MB at 16 x 512²).
 Storages are told apart by address, and an address counts again once the tensor first seen there is gone (a
 branch the loss does not use is freed during the forward and its memory reused).
 Also kept: the largest single storage per phase (the backward's working set is of that order).

@@ -22,8 +22,9 @@ TOKEN_LEVELS = ("auto", "input", "output")
 #: every step, no inner loop, no discriminator; hybrid: the inner loop, starting from the token file
 MODES = ("per-sample", "amortized", "hybrid")
 FLOW_AUTO = "from discriminator"  # the UI's way of saying "the backend the discriminator was trained on"
-#: presets the WebUI offers; low_vram there is K=2, the low-memory path (UNet and VAE decoder checkpointed,
-#: ``engine.memory_plan``) and a small flow: its fp16 autocast is not applied (the WebUI samples in its own precision)
+#: presets the WebUI offers; low_vram there is K=2 and the low-memory path (UNet and VAE decoder checkpointed,
+#: ``engine.memory_plan``); its fp16 autocast is not applied (the WebUI samples in its own precision) and, as for
+#: every preset, the discriminator's flow settings win over its small flow
 WEBUI_PRESETS = ("paper", "fast", "low_vram")
 #: settings the engine has but the WebUI does not offer, with the reason an API caller gets
 NOT_IN_WEBUI = {

@@ -41,7 +41,7 @@ CONTROLS: dict[str, tuple] = {
     "token_level": ("Token level", "dropdown", list(TOKEN_LEVELS), "input = through CLIP like textual inversion; output = fallback"),
     "memory": ("Memory", "dropdown", list(MEMORY_MODES),
                "auto = the fastest path that fits the free GPU memory; balanced recomputes the UNet, low the VAE "
-               "decoder too (16x512²: ~29 / 11 / 8 GiB, docs/memory.md)"),
+               "decoder too (16x512²: ~29 / 11 / 7 GiB, docs/memory.md)"),
 }
 assert set(CONTROLS) | {"enabled", "discriminator", "preset", *token_ui.FIELDS} == set(MotionPromptArgs.field_names())
 
