@@ -47,7 +47,9 @@ def _one_iteration(model, path: str, frames: int, side: int, device, flow, disc,
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
     rec = guide.records[-1]
-    out = {"path": path, "frames": frames, "side": side, "seconds": seconds, "saved": rec.saved_bytes.get("bytes", {}),
+    out = {"path": path, "frames": frames, "side": side, "latent_pixels": (side // scale) ** 2,
+           "decoded": len({f for p in rec.iterations[0].pairs for f in p}), "seconds": seconds,
+           "saved": rec.saved_bytes.get("bytes", {}),
            "largest": rec.saved_bytes.get("largest", {})}
     if cuda:
         out["peak_above_start"] = int(torch.cuda.max_memory_allocated(device) - start)
@@ -56,7 +58,7 @@ def _one_iteration(model, path: str, frames: int, side: int, device, flow, disc,
 
 def _fit(small: dict, large: dict, key: str) -> tuple[float, float]:
     """bytes = a * pixels + b through the two runs (same frames, two latent sizes)."""
-    p1, p2 = (small["side"] // 8) ** 2, (large["side"] // 8) ** 2
+    p1, p2 = small["latent_pixels"], large["latent_pixels"]
     y1, y2 = small["saved"].get(key, 0), large["saved"].get(key, 0)
     a = (y2 - y1) / (p2 - p1)
     return a, y1 - a * p1
@@ -78,7 +80,7 @@ def memory_accounting(model, device, element_size: int, frames: int, sides: tupl
     torch.manual_seed(0)
     disc = build_discriminator("cnn").to(device)
     t_frames, t_side, t_elem = target
-    t_pixels = (t_side // 8) ** 2
+    t_pixels = (t_side // model.latent_scale) ** 2
     result: dict = {"element_size": element_size, "frames": frames, "sides": list(sides),
                     "target": {"frames": t_frames, "side": t_side, "element_size": t_elem}, "paths": {}}
     for path in memory_plan.PATHS:
@@ -95,10 +97,11 @@ def memory_accounting(model, device, element_size: int, frames: int, sides: tupl
                 if growth == "frames":
                     value *= t_frames / frames
             per_phase[key] = max(0.0, value * t_elem / element_size)
-        pixels = (large["side"] // 8) ** 2
+        pixels = large["latent_pixels"]
         coeff = {"unet": _fit(small, large, "unet")[0] / frames / element_size,
-                 "decode": _fit(small, large, "decode")[0] / 2 / element_size,
-                 "work": max(large["largest"].values() or [0]) / frames / pixels / element_size}
+                 "decode": _fit(small, large, "decode")[0] / large["decoded"] / element_size,
+                 # not memory_plan's "work" (that one is a GPU's peak minus what is kept): the largest single storage
+                 "largest": max(large["largest"].values() or [0]) / frames / pixels / element_size}
         result["paths"][path] = {"runs": runs, "predicted": per_phase, "predicted_total": sum(per_phase.values()),
                                  "coeff": coeff}
         log(f"{path}: " + ", ".join(f"{k} {v / GiB:.2f}" for k, v in per_phase.items())
