@@ -180,3 +180,31 @@ def test_the_first_measured_iteration_rescales_the_table_for_this_job(model):
     assert first.predicted_bytes == table  # before any measurement: the table's
     assert guide._scale == pytest.approx(kept / memory_plan.predict(shape, kept_only=True)["speed"])
     assert second.predicted_bytes == int(table * guide._scale) and second.predicted_bytes < table / 10
+
+
+def test_checkpointed_calls_keep_their_inputs_and_the_accounting_counts_each_once():
+    """Checkpointing keeps a wrapped call's inputs: positional ones through autograd's saved-tensor hooks, keyword
+    ones (diffusers passes hidden states by keyword) in a closure; both are counted, each storage once."""
+    from motionprompt.engine.saved_bytes import SavedBytes
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
+
+        def forward(self, x, gate=None):
+            return self.f(x) * gate
+
+    block = Block()
+    x0 = torch.randn(100, 64, requires_grad=True)
+    kept = {}
+    for wrapped in (False, True):
+        saved = SavedBytes()
+        with saved.active(), checkpointed([block] if wrapped else []):
+            x, gate = x0 * 2, torch.sigmoid(x0)
+            block(x, gate=gate)
+            block(x, gate=gate)  # the same inputs again: nothing more kept when checkpointed
+        kept[wrapped] = saved.total
+    inputs = 2 * 100 * 64 * 4  # x and gate, float32
+    assert kept[True] == inputs
+    assert kept[False] > 3 * inputs  # without checkpointing: the hidden activations of both calls

@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from . import saved_bytes
+
 log = logging.getLogger("motionprompt")
 
 #: class names of the modules wrapped in the UNet: resnets, spatial transformers (attention), motion modules.
@@ -83,8 +85,11 @@ def _wrapped(module: nn.Module):
     def forward(*args, **kwargs):
         if not torch.is_grad_enabled():
             return original(*args, **kwargs)
-        # what checkpointing keeps (the call's inputs) it saves through autograd's saved-tensor hooks: the
-        # accountant (and Forge's copying hook) sees them there
+        # what checkpointing keeps is the call's inputs: the positional ones it saves through autograd's
+        # saved-tensor hooks (the accountant, or Forge's copying hook, sees them there), the keyword ones it holds
+        # in a closure (diffusers passes hidden states by keyword): those are counted here
+        for value in kwargs.values():
+            saved_bytes.observe(value)
         return checkpoint(original, *args, **options, **kwargs)
 
     return forward
