@@ -128,7 +128,7 @@ def test_a_token_trained_against_a_planted_discriminator_raises_its_score_on_hel
     base = trainer.baseline["d_init"]
     assert len(vals) == 3 and all(b > a for a, b in zip([base, *vals], vals, strict=False)), (base, vals)
     assert vals[-1] - base > 0.01
-    unet = trainer.source.model.unet
+    unet = trainer.backend.source.model.unet
     with torch.no_grad():
         speeds = {name: torch.stack([unet.speed(trainer.hosts[p].encode(t)) for p in trainer.val_prompts]).mean()
                   for name, t in (("init", trainer.tokens0), ("trained", trainer.tokens.detach()))}

@@ -48,9 +48,13 @@ class TokenTrainConfig:
     flow_weights: list[str] = field(default_factory=list)
     allow_download: bool = False
     device: str = "cpu"
+    #: what an update keeps for the backward: "speed" everything; "balanced" recomputes the UNet's blocks, "low" the
+    #: VAE decoder's too (the per-sample mode's memory paths, engine.memory_plan); same result to float rounding
+    memory: str = "speed"
 
     #: may differ between a run and its resumption
-    _RESUMABLE = ("out", "name", "steps", "val_every", "save_every", "device", "flow_weights", "allow_download")
+    _RESUMABLE = ("out", "name", "steps", "val_every", "save_every", "device", "flow_weights", "allow_download",
+                  "memory")
 
     def guidance_config(self) -> GuidanceConfig:
         settings = {**TOKEN_DEFAULTS, **self.guidance}
@@ -69,6 +73,7 @@ class TokenTrainConfig:
             (self.val_steps >= 1 and self.val_pairs >= 1, "need val_steps >= 1 and val_pairs >= 1"),
             (self.sampling_steps >= 2, "need at least 2 sampling steps"),
             (self.cache_batch >= 1, "cache_batch must be >= 1"),
+            (self.memory in ("speed", "balanced", "low"), "memory must be speed, balanced or low"),
             ("flow" not in self.guidance, "the flow follows the discriminator; only flow_iters may be set"),
         ]
         for ok, msg in checks:

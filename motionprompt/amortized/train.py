@@ -36,10 +36,10 @@ import torch
 
 from ..engine.records import json_safe
 from . import token_file
+from .backend import DiffusersBackend, TokenBackend
 from .config import TOKEN_DEFAULTS, TokenTrainConfig, TokenTrainError
 from .inputs import (
     ModelSource,
-    ddim_for,
     load_video_model,
     prompt_split,
     read_prompts,
@@ -61,15 +61,16 @@ LOG_COLUMNS = ("step", "loss", "disc", "tv", "drift", "d_score", "grad_norm", "t
 # --------------------------------------------------------------------------------------------- trainer
 class TokenTrainer:
     """``run()`` trains up to ``cfg.steps`` updates (resuming the state in ``cfg.out`` when there is one).
-    ``disc``/``source``/``flow``: already built objects (tests, callers that hold them); else built from ``cfg``."""
+    ``disc``/``source``/``flow``: already built objects (tests, callers that hold them); else built from ``cfg``.
+    ``backend``: where the model runs (``backend.TokenBackend``; the WebUI's tab passes its own); default: the
+    reference host over ``source``."""
 
     def __init__(self, cfg: TokenTrainConfig, disc=None, source: ModelSource | None = None, log=print,
-                 overwrite: bool = False, flow=None):
+                 overwrite: bool = False, flow=None, backend: TokenBackend | None = None):
         from ..disc.checkpoint import Discriminator, load_discriminator
         from ..engine import schedule
         from ..flow.policy import resolve_flow
         from ..flow.registry import build_flow
-        from ..hosts.diffusers.host import DiffusersVideoHost
 
         self.cfg = cfg.validate()
         self.log = log
@@ -92,17 +93,18 @@ class TokenTrainer:
         if flow is None:
             flow = build_flow(gcfg.flow, list(cfg.flow_weights), cfg.allow_download)
         self.flow = flow.to(self.device)
-        self.source = source or load_video_model(cfg.model, cfg.frames, cfg.size, cfg.device)
-        model = self.source.model
+        if backend is None:
+            source = source or load_video_model(cfg.model, cfg.frames, cfg.size, cfg.device)
+            backend = DiffusersBackend(source, cfg.sampling_steps, cfg.cfg_scale, gcfg.n_tokens, self.device,
+                                       cfg.cache_batch)
+        self.backend = backend
         self.train_prompts, self.val_prompts, self.prompt_source = prompt_split(cfg)
         self.train_seeds = seed_list("token_train", cfg.seeds, cfg.model)
         self.val_seeds = seed_list("token_val", cfg.val_seeds, cfg.model)
         self.guided = schedule.guided_steps(gcfg, cfg.sampling_steps)
         pick = np.unique(np.linspace(0, len(self.guided) - 1, min(cfg.val_steps, len(self.guided))).round().astype(int))
         self.val_guided = [self.guided[i] for i in pick]
-        self.hosts = {p: DiffusersVideoHost(model, p, "", gcfg.n_tokens, self.device)
-                      for p in [*self.train_prompts, *self.val_prompts]}
-        self.timesteps = ddim_for(model, cfg.sampling_steps, self.device).timesteps
+        self.hosts = {p: backend.host(p) for p in [*self.train_prompts, *self.val_prompts]}
         init = next(iter(self.hosts.values())).embed_init(gcfg.init_word, gcfg.n_tokens).detach()
         if gcfg.start_token:  # continue from an earlier token (its vectors are T0: the drift anchors to them)
             init = token_file.load_token(gcfg.start_token, width=init.shape[-1], n_tokens=gcfg.n_tokens).vectors
@@ -129,13 +131,9 @@ class TokenTrainer:
 
     def _build(self, prompts: list[str], seeds: list[int], keep: list[int], tokens: torch.Tensor | None) -> torch.Tensor:
         """[len(prompts) * len(seeds), len(keep), ...], item = prompt index * len(seeds) + seed index."""
-        cfg = self.cfg
         conds = self._conds(prompts, tokens)
         items = [(c, s) for c in conds for s in seeds]
-        host = self.hosts[prompts[0]]
-        return trajectories(self.source.model, [c for c, _ in items], host.uncond, [s for _, s in items], keep,
-                            cfg.sampling_steps, cfg.cfg_scale, self.source.frames, self.source.size, self.device,
-                            cfg.cache_batch)
+        return self.backend.trajectories([c for c, _ in items], [s for _, s in items], keep)
 
     def build_caches(self) -> None:
         t0 = time.perf_counter()
@@ -149,10 +147,11 @@ class TokenTrainer:
     # ------------------------------------------------------------------ one update
     def _triple(self, item: int, k: int) -> tuple[str, torch.Tensor, int]:
         prompt = self.train_prompts[item // len(self.train_seeds)]
-        return prompt, self.cache[item, k : k + 1].to(self.device), self.guided[k]
+        return prompt, self.cache[item, k : k + 1].to(self.device), k
 
     def update(self) -> dict:
         """One optimizer update on ``batch`` random (prompt, seed, step) triples of the cache."""
+        from ..engine.checkpointing import checkpointed
         from ..engine.guidance import token_loss, token_step
 
         cfg, gcfg = self.cfg, self.gcfg
@@ -162,10 +161,10 @@ class TokenTrainer:
         grad = torch.zeros_like(self.tokens)
         sums = dict.fromkeys(("total", "disc", "tv", "drift", "d_score"), 0.0)
         for j, pick in enumerate(picks):
-            prompt, latents, step = self._triple(*divmod(pick, n_steps))
-            host = self.hosts[prompt]
-            predict = host.predictor(latents, self.timesteps[step], cfg.cfg_scale, gcfg.x0_mode)
-            with torch.enable_grad():
+            prompt, latents, k = self._triple(*divmod(pick, n_steps))
+            host, step = self.hosts[prompt], self.guided[k]
+            predict = self.backend.predictor(prompt, latents, step, gcfg.x0_mode)
+            with torch.enable_grad(), checkpointed(self._blocks(host)):
                 terms, _pairs = token_loss(host, self.tokens, self.tokens0, predict, self.flow, self.disc.model, gcfg,
                                            step, self.step * cfg.batch + j)
                 (g,) = torch.autograd.grad(terms.total / cfg.batch, [self.tokens])
@@ -182,6 +181,13 @@ class TokenTrainer:
                 "drift": sums["drift"], "d_score": sums["d_score"], "grad_norm": grad_norm,
                 "token_drift": float((self.tokens.detach() - self.tokens0).norm()), "skipped": int(skipped)}
 
+    def _blocks(self, host) -> list:
+        """The modules checkpointed during an update (``cfg.memory``): none on the speed path; the UNet's blocks
+        (balanced) and the VAE decoder's too (low), as the per-sample mode's memory paths do."""
+        if self.cfg.memory == "speed" or not hasattr(host, "checkpoint_blocks"):
+            return []
+        return list(host.checkpoint_blocks(decoder=self.cfg.memory == "low"))
+
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
     def val_score(self, tokens: torch.Tensor | None) -> float | None:
@@ -192,14 +198,15 @@ class TokenTrainer:
         if self.val_cache is None:
             return None
         gcfg = self.gcfg
-        pairs = plan_pairs(self.source.frames, self.cfg.val_pairs, (gcfg.gap_min, gcfg.gap_max))
+        pairs = plan_pairs(self.backend.frames, self.cfg.val_pairs, (gcfg.gap_min, gcfg.gap_max))
         scores = []
         for item in range(self.val_cache.shape[0]):
-            host = self.hosts[self.val_prompts[item // len(self.val_seeds)]]
+            prompt = self.val_prompts[item // len(self.val_seeds)]
+            host = self.hosts[prompt]
             cond = host.cond_plain if tokens is None else host.encode(tokens.detach().to(self.device))
             for k, step in enumerate(self.val_guided):
-                x0 = host.predictor(self.val_cache[item, k : k + 1].to(self.device), self.timesteps[step],
-                                    self.cfg.cfg_scale, gcfg.x0_mode)(cond)
+                x0 = self.backend.predictor(prompt, self.val_cache[item, k : k + 1].to(self.device), step,
+                                            gcfg.x0_mode)(cond)
                 a, b = decode_pairs(host, x0, pairs)
                 with torch.autocast(self.device.type, enabled=False):
                     scores.append(torch.sigmoid(pair_logits(self.disc.model, self.flow, a, b)).mean().item())
@@ -262,9 +269,9 @@ class TokenTrainer:
             "flow": g.flow.to_dict(),
             "loss": {k: getattr(g, k) for k in ("lambda_disc", "lambda_tv", "lambda_drift", "disc_loss", "x0_mode",
                                                 "window_start", "window_end", "every_k", "pairs", "gap_min", "gap_max")},
-            "data": {"model": self.source.info, "prompts": len(self.train_prompts), "held_out_prompts": len(self.val_prompts),
+            "data": {"model": self.backend.info, "prompts": len(self.train_prompts), "held_out_prompts": len(self.val_prompts),
                      "source": self.prompt_source, "seeds_per_prompt": self.cfg.seeds, "sampling_steps": self.cfg.sampling_steps,
-                     "cfg_scale": self.cfg.cfg_scale, "frames": self.source.frames, "size": self.source.size,
+                     "cfg_scale": self.cfg.cfg_scale, "frames": self.backend.frames, "size": self.backend.size,
                      "guided_steps": self.guided},
             "training": {"updates": self.step, "planned": self.cfg.steps, "batch": self.cfg.batch,
                          "optimizer": g.optimizer, "lr": g.lr, "grad_clip": g.grad_clip,
