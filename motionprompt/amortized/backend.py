@@ -9,6 +9,7 @@ UNet with AnimateDiff's motion module and x0 predictor the per-sample mode uses 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Protocol
 
 import torch
@@ -35,6 +36,9 @@ class TokenBackend(Protocol):
     def trajectories(self, conds: list[torch.Tensor], seeds: list[int], keep: list[int]) -> torch.Tensor:
         """Noisy latents [len(seeds), len(keep), C, F, h, w] (DDPM scaling) that DDIM + CFG with conditioning
         ``conds[i]`` from seed ``seeds[i]``'s start noise has at sampling steps ``keep``."""
+
+    def step(self) -> contextlib.AbstractContextManager:
+        """Entered around every model call of an update, trajectory or validation, forward and backward."""
 
     def predictor(self, prompt: str, latents: torch.Tensor, step: int, x0_mode: str) -> PredictX0:
         """The x0 predictor for ``latents`` [1, C, F, h, w] (one clip of the cache) at sampling step ``step``."""
@@ -67,6 +71,9 @@ class DiffusersBackend:
         uncond = next(iter(self._hosts.values())).uncond
         return trajectories(self.source.model, conds, uncond, seeds, keep, self.steps, self.cfg_scale, self.frames,
                             self.size, self.device, self.cache_batch)
+
+    def step(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
 
     def predictor(self, prompt: str, latents: torch.Tensor, step: int, x0_mode: str) -> PredictX0:
         return self.host(prompt).predictor(latents, self.timesteps[step], self.cfg_scale, x0_mode)

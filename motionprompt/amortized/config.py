@@ -25,6 +25,7 @@ class TokenTrainConfig:
     out: str = "outputs/token"  # folder: state, log, exported token
     name: str = "motionprompt"  # the exported embedding's name: the word that triggers it in a WebUI prompt
     model: str = "toy"  # "toy" (shipped toy model), a toy model .safetensors, "tiny" (random), or a diffusers folder
+    model_id: str = ""  # what else identifies the model, for resume (the WebUI tab: its checkpoint and motion module)
     prompts: str = ""  # text file, one prompt a line; "" = the toy world's guiding-split captions
     val_prompts: str = ""  # text file of held-out prompts; "" = a spread-out part of the training prompts
     val_fraction: float = 0.15  # held out of the prompts when no val_prompts file is given
@@ -44,6 +45,7 @@ class TokenTrainConfig:
     val_every: int = 25
     save_every: int = 25
     seed: int = 0  # batches and frame pairs
+    seed_base: int = -1  # sampling seeds from here on (validation's 1,000,000 further); -1: the model's world's
     cache_batch: int = 8  # clips per batched sampler call (cache building)
     flow_weights: list[str] = field(default_factory=list)
     allow_download: bool = False
@@ -96,7 +98,7 @@ class TokenTrainConfig:
             d.pop(k, None)
         for k in ("prompts", "val_prompts"):
             d[k] = os.path.abspath(d[k]) if d[k] else ""
-        if self.model not in ("toy", "tiny"):
+        if os.path.exists(self.model):  # a file or folder; a registered name ("toy", "tiny") stays as it is
             d["model"] = os.path.abspath(self.model)
         d["disc"] = os.path.abspath(self.disc) if self.disc else ""
         d["guidance"] = self.guidance_config().to_dict()

@@ -49,8 +49,15 @@ def prompt_split(cfg: TokenTrainConfig) -> tuple[list[str], list[str], str]:
     return train, held, source
 
 
-def seed_list(kind: str, n: int, model: str = "") -> list[int]:
-    """The first ``n`` seeds of purpose ``kind`` ("token_train", "token_val") in the model's world (or the default)."""
+#: where a run's own seeds start when it gives a base (``TokenTrainConfig.seed_base``), by purpose
+SEED_OFFSETS = {"token_train": 0, "token_val": 1_000_000}
+
+
+def seed_list(kind: str, n: int, model: str = "", base: int = -1) -> list[int]:
+    """The first ``n`` seeds of purpose ``kind`` ("token_train", "token_val"): from ``base`` on (a run that picks its
+    own, e.g. the WebUI tab's), else those of the model's world (or the default world)."""
+    if base >= 0:
+        return [base + SEED_OFFSETS[kind] + i for i in range(n)]
     return world_for(model).seeds(kind, n)
 
 

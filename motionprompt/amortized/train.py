@@ -99,8 +99,8 @@ class TokenTrainer:
                                        cfg.cache_batch)
         self.backend = backend
         self.train_prompts, self.val_prompts, self.prompt_source = prompt_split(cfg)
-        self.train_seeds = seed_list("token_train", cfg.seeds, cfg.model)
-        self.val_seeds = seed_list("token_val", cfg.val_seeds, cfg.model)
+        self.train_seeds = seed_list("token_train", cfg.seeds, cfg.model, cfg.seed_base)
+        self.val_seeds = seed_list("token_val", cfg.val_seeds, cfg.model, cfg.seed_base)
         self.guided = schedule.guided_steps(gcfg, cfg.sampling_steps)
         pick = np.unique(np.linspace(0, len(self.guided) - 1, min(cfg.val_steps, len(self.guided))).round().astype(int))
         self.val_guided = [self.guided[i] for i in pick]
@@ -164,7 +164,7 @@ class TokenTrainer:
             prompt, latents, k = self._triple(*divmod(pick, n_steps))
             host, step = self.hosts[prompt], self.guided[k]
             predict = self.backend.predictor(prompt, latents, step, gcfg.x0_mode)
-            with torch.enable_grad(), checkpointed(self._blocks(host)):
+            with torch.enable_grad(), self.backend.step(), checkpointed(self._blocks(host)):
                 terms, _pairs = token_loss(host, self.tokens, self.tokens0, predict, self.flow, self.disc.model, gcfg,
                                            step, self.step * cfg.batch + j)
                 (g,) = torch.autograd.grad(terms.total / cfg.batch, [self.tokens])
@@ -205,9 +205,10 @@ class TokenTrainer:
             host = self.hosts[prompt]
             cond = host.cond_plain if tokens is None else host.encode(tokens.detach().to(self.device))
             for k, step in enumerate(self.val_guided):
-                x0 = self.backend.predictor(prompt, self.val_cache[item, k : k + 1].to(self.device), step,
-                                            gcfg.x0_mode)(cond)
-                a, b = decode_pairs(host, x0, pairs)
+                with self.backend.step():
+                    x0 = self.backend.predictor(prompt, self.val_cache[item, k : k + 1].to(self.device), step,
+                                                gcfg.x0_mode)(cond)
+                    a, b = decode_pairs(host, x0, pairs)
                 with torch.autocast(self.device.type, enabled=False):
                     scores.append(torch.sigmoid(pair_logits(self.disc.model, self.flow, a, b)).mean().item())
         return float(np.mean(scores))
