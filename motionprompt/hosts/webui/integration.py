@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from . import amortized, logs
+from . import amortized, logs, token_job
 from . import run as runs
 from .args import INFOTEXT_KEY, MODES, WEBUI_PRESETS, XYZ_ATTR, MotionPromptArgs
 
@@ -25,6 +25,10 @@ def register() -> None:
         script_callbacks.on_cfg_denoiser(runs.on_cfg_denoiser, name="motionprompt")
     except TypeError:  # A1111 < 1.9 has no callback names
         script_callbacks.on_cfg_denoiser(runs.on_cfg_denoiser)
+    try:  # the tab's token training runs inside a carrier generation (token_job)
+        script_callbacks.on_cfg_denoiser(token_job.on_cfg_denoiser, name="motionprompt_token")
+    except TypeError:
+        script_callbacks.on_cfg_denoiser(token_job.on_cfg_denoiser)
     script_callbacks.on_ui_settings(on_ui_settings)
     script_callbacks.on_infotext_pasted(on_infotext_pasted)
     script_callbacks.on_before_ui(add_xyz_axes)
