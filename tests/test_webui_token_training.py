@@ -100,3 +100,123 @@ def test_low_memory_path_trains_the_same_token(tmp_path, one_torch_thread, monke
         tokens[memory] = token_file.load_token(job.token).vectors
     assert blocks["speed"] == [] and len(blocks["low"]) > 4  # the UNet's blocks (with the motion modules) and the decoder's
     torch.testing.assert_close(tokens["low"], tokens["speed"], atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ the WebUI path against the reference host
+class _Same:
+    """What the reference host calls on a diffusers component and an adapter need not do (the double's modules
+    stay as the WebUI has them)."""
+
+    def to(self, *_a, **_k):
+        return self
+
+    def requires_grad_(self, *_a):
+        return self
+
+
+class _UNet(_Same):
+    """The double's UNet (with AnimateDiff's injected motion module) called as a diffusers UNetMotionModel:
+    [B, C, F, h, w] latents, one text row per frame, eps out."""
+
+    def __init__(self, sd_model):
+        from types import SimpleNamespace
+
+        self.sd_model, self.config, self.dtype = sd_model, SimpleNamespace(in_channels=4), torch.float32
+
+    def __call__(self, latents, t, encoder_hidden_states):
+        from types import SimpleNamespace
+
+        b, c, f, h, w = latents.shape
+        rows = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+        eps = self.sd_model.apply_model(rows, torch.full((b * f,), float(t)), {"c_crossattn": [encoder_hidden_states]})
+        return SimpleNamespace(sample=eps.reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4))
+
+
+class _VAE(_Same):
+    def __init__(self, sd_model):
+        from types import SimpleNamespace
+
+        self.first_stage_model, self.dtype = sd_model.first_stage_model, torch.float32
+        self.config = SimpleNamespace(scaling_factor=sd_model.scale_factor, shift_factor=None,
+                                      block_out_channels=[1, 1, 1, 1])
+
+    def decode(self, z):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(sample=self.first_stage_model.decode(z))
+
+
+class _TextEncoder(_Same):
+    """The double's CLIP transformer as transformers' CLIPTextModel: ``get_input_embeddings`` is the module A1111's
+    textual inversion splices into (EmbeddingsWithFixes; ``weight`` its table)."""
+
+    def __init__(self, sd_model):
+        self.transformer = sd_model.cond_stage_model.wrapped.transformer
+        self.embedding = self.transformer.text_model.embeddings.token_embedding
+        self.embedding.weight = self.embedding.wrapped.weight
+
+    def get_input_embeddings(self):
+        return self.embedding
+
+    def __call__(self, ids):
+        return (self.transformer(input_ids=ids).last_hidden_state,)
+
+
+class _Tokenizer:
+    def __init__(self, tok):
+        self.tok, self.bos, self.eos, self.pad, self.max_length = tok, tok.bos, tok.eos, tok.eos, 77
+
+    def ids(self, text):
+        return self.tok.ids(text)
+
+
+@pytest.mark.diffusers
+def test_webui_path_token_equals_the_reference_hosts(tmp_path, one_torch_thread):
+    """Same prompts, seeds, batches and settings: the token the tab trains through the WebUI's model path (A1111's
+    encoder and k-diffusion denoiser, AnimateDiff's windows, Euler-as-DDIM in sigma space) equals the one
+    ``token-train``'s trainer makes through the reference host (diffusers DDIM in eps space, its own token splice)
+    on the same weights."""
+    from diffusers import DDIMScheduler
+
+    from motionprompt.amortized.train import TokenTrainer
+    from motionprompt.disc.checkpoint import load_discriminator
+    from motionprompt.hosts.diffusers.models import VideoModel
+    from motionprompt.hosts.diffusers.sources import ModelSource
+
+    ui = _webui(tmp_path)
+    job = _job(ui, tmp_path, out=tmp_path / "webui", cache_batch=1)
+    job.run()
+    assert job.status == "done", job.error
+    webui = token_file.load_token(job.token).vectors
+
+    sd = ui.sd_model
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                          clip_sample=False, set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading")
+    model = VideoModel(_UNet(sd), _VAE(sd), _TextEncoder(sd), _Tokenizer(sd.cond_stage_model.wrapped.tokenizer), sched)
+    mm = ui.ad.mm_animatediff
+    mm.ad_params = ui.ad.AnimateDiffProcess(enable=True, video_length=FRAMES, batch_size=FRAMES)
+    mm.inject(sd)  # the same motion module weights AnimateDiff injected for the carrier (fixed seed)
+    try:
+        tokens = {}
+        for ulp in (0, 1):  # 1: every cached latent one float32 rounding step off (x (1 + 2^-23))
+            ref_job = _job(ui, tmp_path, out=tmp_path / f"reference{ulp}", cache_batch=1)
+            trainer = TokenTrainer(ref_job.cfg, disc=load_discriminator(ui.disc), log=lambda m: None,
+                                   source=ModelSource(model, FRAMES, SIZE, {"kind": "webui double, diffusers-style"}))
+            build = trainer.build_caches
+
+            def rounded(build=build, trainer=trainer, ulp=ulp):
+                build()
+                trainer.cache = trainer.cache * (1 + ulp * 2.0**-23)
+
+            trainer.build_caches = rounded
+            assert trainer.run() == "done"
+            tokens[ulp] = trainer.tokens.detach()
+    finally:
+        mm.restore(sd)
+    reference = tokens[0]
+    moved = (reference - trainer.tokens0).norm()
+    noise = (tokens[1] - tokens[0]).norm()  # how far one rounding step in the latents moves the trained token
+    diff = (webui - reference).norm()
+    print(f"token moved {moved:.3e}; one-ulp latents {noise:.3e}; WebUI path vs reference {diff:.3e}")
+    assert moved > 0 and noise > 0
+    assert diff <= 5 * noise  # measured: 3.8e-6 against 5.4e-6 (the token moved 4.2e-3)

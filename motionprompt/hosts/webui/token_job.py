@@ -51,6 +51,7 @@ class TokenJob:
     status: str | None = None  # "done" / "stopped"
     error: str | None = None
     token: Path | None = None
+    exported: Path | None = None  # the copy in embeddings/ (token_tab exports a finished token)
     seconds: float = 0.0
     p: object = None
     _started: bool = False
