@@ -57,6 +57,7 @@ def test_token_trains_through_the_webui_model_path_inside_a_carrier_generation(t
     assert job.baseline.get("d_plain") is not None and any(r.get("val_d") is not None for r in job.rows)
     assert calls and max(calls) < 6  # the training's own DDIM steps went through the host's predictor
     assert not ui.errors
+    assert not [f for f in tmp_path.rglob("*") if f.suffix in (".gif", ".png", ".mp4")]  # the carrier left no video
 
 
 def test_interrupted_tab_run_resumes_to_the_uninterrupted_token(tmp_path, one_torch_thread):
@@ -220,3 +221,52 @@ def test_webui_path_token_equals_the_reference_hosts(tmp_path, one_torch_thread)
     print(f"token moved {moved:.3e}; one-ulp latents {noise:.3e}; WebUI path vs reference {diff:.3e}")
     assert moved > 0 and noise > 0
     assert diff <= 5 * noise  # measured: 3.8e-6 against 5.4e-6 (the token moved 4.2e-3)
+
+
+# ------------------------------------------------------------------ the tab's section: start, export, refresh
+def _values(ui, **kw):
+    v = {"disc_name": ui.disc.name, "name": "mptok", "prompts_text": "\n".join(PROMPTS), "seeds": 1, "val_fraction": 0.2,
+         "steps": 2, "batch": 2, "lr": 1e-3, "sampling_steps": 6, "cfg_scale": 5.0, "frames": FRAMES, "size": SIZE,
+         "memory": "low", "refresh_every": 0, "seed": 0, "resume": False, "overwrite": False, **kw}
+    return list(v.values())
+
+
+def test_tab_trains_exports_into_embeddings_and_refreshes_the_accordion(tmp_path, monkeypatch):
+    ui = _webui(tmp_path)
+    from modules import sd_hijack, shared
+
+    from motionprompt.hosts.webui import token_export, token_tab
+
+    monkeypatch.setattr(shared.cmd_opts, "embeddings_dir", str(tmp_path / "embeddings"), raising=False)
+    reloads = sd_hijack.EmbeddingDatabase.reloads
+    streamed = list(token_tab.start(*_values(ui)))
+    text, fig, job = streamed[-1]
+    assert job.error is None and job.status == "done", text
+    assert "Done" in text and "mptok" in text and fig is not None
+    exported = tmp_path / "embeddings" / "mptok.safetensors"
+    assert job.exported == exported and token_file.load_token(exported).meta["training"]["updates"] == 2
+    assert sd_hijack.EmbeddingDatabase.reloads == reloads + 1  # the name works in the next prompt at once
+    assert [u["choices"] for u in token_export.dropdown_updates("mptok.safetensors")] == \
+           [["mptok.safetensors"]] * len(token_export.DROPDOWNS)
+    assert len(token_export.DROPDOWNS) == 1 and token_export.dropdown_updates("mptok.safetensors")[0]["value"] == \
+           "mptok.safetensors"  # the txt2img accordion of the double (its only tab)
+
+
+def test_tab_refuses_to_mix_runs(tmp_path, monkeypatch):
+    ui = _webui(tmp_path)
+    from modules import shared
+
+    from motionprompt.hosts.webui import token_tab
+
+    monkeypatch.setattr(shared.cmd_opts, "embeddings_dir", str(tmp_path / "embeddings"), raising=False)
+
+    list(token_tab.start(*_values(ui, steps=1)))
+    with pytest.raises(ValueError, match="Resume"):
+        token_tab.make_job(*_values(ui))
+    with pytest.raises(ValueError, match="prompts differ"):
+        token_tab.make_job(*_values(ui, resume=True, prompts_text="\n".join(PROMPTS[:3])))
+    job = token_tab.make_job(*_values(ui, resume=True, steps=2))
+    token_tab.run_job(job, export=False)
+    assert job.status == "done" and job.rows[-1]["step"] == 2 and len(job.rows) == 2  # continued, not restarted
+    text = "".join(t for t, _f, _j in token_tab.start(*_values(ui, prompts_text="one prompt")))
+    assert "at least two prompts" in text

@@ -14,16 +14,27 @@ import torch
 from modules import scripts, shared
 from torch import nn
 
+#: animatediff_ui.py ``supported_save_formats`` (TXT last: not a video format)
+SAVE_FORMATS = ["GIF", "MP4", "WEBP", "WEBM", "PNG", "TXT"]
+
 
 class AnimateDiffProcess:
     def __init__(self, model="mm_sd15_v3.safetensors", enable=False, video_length=0, fps=8, closed_loop="R-P",
-                 batch_size=16, stride=1, overlap=-1, freeinit_enable=False, freeinit_iters=2, **_ignored):
+                 batch_size=16, stride=1, overlap=-1, format=("GIF", "PNG"), freeinit_enable=False, freeinit_iters=2,
+                 **_ignored):
         self.model, self.enable, self.video_length, self.fps = model, enable, video_length, fps
+        self.format = list(format)
         self.closed_loop, self.batch_size, self.stride, self.overlap = closed_loop, batch_size, stride, overlap
         self.freeinit_enable, self.freeinit_iters = freeinit_enable, freeinit_iters
         self.prompt_scheduler = None
 
+    def _check(self):
+        """animatediff_ui.py ``_check`` (called first in ``set_p``): a video needs one of the saving formats."""
+        assert self.video_length >= 0 and self.fps > 0, "Video length and FPS should be positive."
+        assert set(SAVE_FORMATS[:-1]) & set(self.format), "At least one saving format should be selected."
+
     def set_p(self, p):
+        self._check()
         p.batch_size = self.batch_size if self.video_length < self.batch_size else self.video_length
         if self.video_length == 0:
             self.video_length = p.batch_size
@@ -278,12 +289,21 @@ class AnimateDiffScript(scripts.Script):
 
 def output(p, res, params):
     """animatediff_output.py ``AnimateDiffOutput.output``: of every ``max(video_length, context)`` sampled
-    frames only the first ``video_length`` become the video (upstream then swaps res.images for the saved
-    files; the double keeps the kept frames so tests can look at exactly what the user gets)."""
+    frames only the first ``video_length`` become the video, saved under ``<p.outpath_samples>/AnimateDiff/<date>/``
+    as ``<seq>-<seed>.<format>`` (the double writes empty files of those names; upstream then swaps res.images for
+    the saved files, the double keeps the kept frames so tests can look at exactly what the user gets)."""
+    import datetime
+    from pathlib import Path
+
+    out = Path(f"{p.outpath_samples}/AnimateDiff/{datetime.datetime.now().strftime('%Y-%m-%d')}")
+    out.mkdir(parents=True, exist_ok=True)
     step = params.video_length if params.video_length > params.batch_size else params.batch_size
     kept = []
-    for i in range(0, len(res.images), step):
+    for n, i in enumerate(range(0, len(res.images), step)):
         kept += res.images[i:i + params.video_length]
+        for fmt in params.format:
+            if fmt in ("GIF", "MP4", "WEBP", "WEBM"):
+                (out / f"{len(list(out.iterdir())):05}-{p.all_seeds[n]}.{fmt.lower()}").touch()
     res.images = kept
 
 

@@ -57,6 +57,7 @@ class AnimateDiffProcess:
 
     def _check(self):
         assert self.video_length >= 0 and self.fps > 0, "Video length and FPS should be positive."
+        assert set(master.SAVE_FORMATS[:-1]) & set(self.format), "At least one saving format should be selected."
 
     def set_p(self, p):
         self._check()

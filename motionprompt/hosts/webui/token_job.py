@@ -1,9 +1,9 @@
 """The tab's motion-token step: ``token-train``'s trainer on the loaded checkpoint and AnimateDiff motion module.
 
 AnimateDiff's motion module is in the UNet only while AnimateDiff samples, so the run happens inside one short
-"carrier" generation (``txt2img.animatediff_txt2img``: Euler, 2 steps, nothing saved). In its first CFG callback
-where AnimateDiff is hooked (step 1: it hooks its UNet at step 0, maybe after our callback) the whole training
-runs through ``token_backend.WebUITokenBackend`` — the per-sample mode's encoders, host and x0 predictor — and
+"carrier" generation (``txt2img.animatediff_txt2img``: Euler, 2 steps, its GIF into a temporary folder). In its
+first CFG callback where AnimateDiff is hooked (step 1: it hooks its UNet at step 0, maybe after our callback) the
+whole training runs through ``token_backend.WebUITokenBackend`` — the per-sample mode's encoders, host and x0 predictor — and
 the carrier then finishes its last step. Everything the trainer writes (state, log, token) goes to
 ``<models>/MotionPrompt/tokens/<name>/``; an interrupted run is saved there and goes on with *Resume*.
 """
@@ -11,6 +11,7 @@ the carrier then finishes its last step. Everything the trainer writes (state, l
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,14 +65,15 @@ class TokenJob:
         from .txt2img import animatediff_txt2img
 
         prompts = read_prompts(self.cfg.prompts)
-        self.p = animatediff_txt2img(prompts[0], max(self.cfg.seed_base, 0), self.frames, self.size, self.size,
-                                     CARRIER_STEPS, self.cfg.cfg_scale, sampler="Euler")
-        _JOBS.append(self)
-        try:
-            processing.process_images(self.p)
-        finally:
-            if self in _JOBS:
-                _JOBS.remove(self)
+        with tempfile.TemporaryDirectory(prefix="motionprompt_carrier_") as scratch:  # AnimateDiff's GIF of it
+            self.p = animatediff_txt2img(prompts[0], max(self.cfg.seed_base, 0), self.frames, self.size, self.size,
+                                         CARRIER_STEPS, self.cfg.cfg_scale, scratch, sampler="Euler")
+            _JOBS.append(self)
+            try:
+                processing.process_images(self.p)
+            finally:
+                if self in _JOBS:
+                    _JOBS.remove(self)
         if not self._started and self.error is None:
             self.error = ("AnimateDiff did not sample the carrier clip as a video (is its motion module available "
                           "and AnimateDiff enabled for txt2img?)")

@@ -26,6 +26,9 @@ def controls(tab: str) -> dict:
                             elem_id=f"{tab}_motionprompt_token", allow_custom_value=True,
                             info="amortized token (python -m motionprompt token-train) from the embeddings folder")
         widgets.refresh_keeping(token, list_tokens, newest_token, f"{tab}_motionprompt_token_refresh")
+    from .token_export import DROPDOWNS
+
+    DROPDOWNS[tab] = token  # the tab's token training refreshes it when it exports
     return {"mode": mode, "token": token}
 
 

@@ -301,4 +301,7 @@ def on_ui_tabs():
                   val_fraction, seed, resume, overwrite]
         train.click(fn=start_training, inputs=inputs, outputs=[status, plot, gallery, skipped])
         stop.click(fn=interrupt_training, inputs=[], outputs=[])
+        from .token_tab import section as token_section
+
+        token_section()
     return [(tab, "MotionPrompt", "motionprompt_train")]

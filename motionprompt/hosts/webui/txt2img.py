@@ -24,10 +24,12 @@ def script_of(runner, title: str):
 
 
 def animatediff_txt2img(prompt: str, seed: int, frames: int, width: int, height: int, steps: int, cfg_scale: float,
-                        sampler: str = "Euler", negative_prompt: str = "", animatediff: dict | None = None):
+                        outdir: str, sampler: str = "Euler", negative_prompt: str = "", animatediff: dict | None = None):
     """A ``StableDiffusionProcessingTxt2Img`` for one ``frames``-frame clip with AnimateDiff on (context batch size =
-    the video length: the whole clip is one UNet batch) and MotionPrompt off, saving nothing of its own; the caller
-    runs it with ``processing.process_images``. ``animatediff``: more of AnimateDiff's API keys."""
+    the video length: the whole clip is one UNet batch) and MotionPrompt off; the caller runs it with
+    ``processing.process_images``. The WebUI saves no image of it; AnimateDiff insists on one video format
+    (``AnimateDiffProcess._check``) and writes it under ``<outdir>/AnimateDiff/<date>/``: give a folder you clear.
+    ``animatediff``: more of AnimateDiff's API keys."""
     from modules import processing, scripts, shared
 
     runner = getattr(scripts, "scripts_txt2img", None)
@@ -39,8 +41,7 @@ def animatediff_txt2img(prompt: str, seed: int, frames: int, width: int, height:
         raise RuntimeError("no Stable Diffusion checkpoint is loaded")
     args = [getattr(c, "value", None) for c in runner.inputs]
     args[0] = 0
-    # format []: AnimateDiff writes no GIF/MP4/PNG of its own (the caller keeps what it needs)
-    args[ad.args_from] = {"enable": True, "video_length": int(frames), "batch_size": int(frames), "format": [],
+    args[ad.args_from] = {"enable": True, "video_length": int(frames), "batch_size": int(frames), "format": ["GIF"],
                           **(animatediff or {})}
     ours = script_of(runner, "MotionPrompt")
     if ours is not None:
@@ -48,7 +49,7 @@ def animatediff_txt2img(prompt: str, seed: int, frames: int, width: int, height:
     p = processing.StableDiffusionProcessingTxt2Img(
         sd_model=shared.sd_model, prompt=prompt, negative_prompt=negative_prompt, seed=int(seed), steps=int(steps),
         cfg_scale=float(cfg_scale), width=int(width), height=int(height), batch_size=int(frames), n_iter=1,
-        sampler_name=sampler, scripts=runner, script_args=args)
+        sampler_name=sampler, scripts=runner, script_args=args, outpath_samples=str(outdir))
     p.do_not_save_samples = True
     p.do_not_save_grid = True
     p.is_api = True  # dict arguments as the API sends them: forge/master converts AnimateDiff's only for API jobs

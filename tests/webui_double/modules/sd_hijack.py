@@ -5,8 +5,17 @@ from modules import devices
 
 
 class EmbeddingDatabase:
+    """textual_inversion.EmbeddingDatabase as the hijack holds it; ``load_textual_inversion_embeddings(force_reload)``
+    re-reads the embedding folders (upstream: when one changed, or always with force_reload) — here it counts."""
+
+    reloads = 0
+
     def find_embedding_at_position(self, tokens, offset):
         return None, None
+
+    def load_textual_inversion_embeddings(self, force_reload=False):
+        if force_reload:
+            EmbeddingDatabase.reloads += 1
 
 
 class StableDiffusionModelHijack:
