@@ -11,7 +11,7 @@ import html
 import threading
 from pathlib import Path
 
-from . import paths
+from . import paths, widgets
 
 _RUNNING = threading.Lock()  # one token run at a time
 _CURRENT: list = []  # the running job (Interrupt sets its stop event)
@@ -193,8 +193,11 @@ def section():
                     "a token that makes motion more real to the discriminator; then type its name in a prompt (no "
                     "sampling cost). Runs through AnimateDiff: enable nothing, it is switched on for this job.</p>")
             with gr.Row():
-                disc = gr.Dropdown(choices=paths.list_discriminators(), label="Discriminator",
-                                   elem_id="motionprompt_token_disc")
+                choices = widgets.list_discriminators()
+                disc = gr.Dropdown(choices=choices, value=widgets.newest(choices, paths.models_dir()),
+                                   label="Discriminator", elem_id="motionprompt_token_disc")
+                widgets.refresh_keeping(disc, widgets.list_discriminators,
+                                        lambda c: widgets.newest(c, paths.models_dir()), "motionprompt_token_disc_refresh")
                 name = gr.Textbox(label="Token name (the prompt word)", value="motionprompt",
                                   elem_id="motionprompt_token_name")
             prompts = gr.Textbox(label="Prompts (one a line; a share is held out for validation)", lines=6,
