@@ -169,7 +169,13 @@ def test_readme_describes_the_training_tab_as_built():
     sentence = found[1]
     ((tab, _title, _id),) = train_tab.on_ui_tabs()
     blocks = tab.blocks.values()
-    buttons = [b.value for b in blocks if isinstance(b, gr.Button)]
+    def section(prefix):  # the tab's sections by their elem_ids: the discriminator's, the motion token's
+        return [b.value for b in blocks if isinstance(b, gr.Button) and (b.elem_id or "").startswith(prefix)]
+
+    buttons = section("motionprompt_train_")
     assert buttons and all(f"*{label}*" in sentence for label in buttons), (buttons, sentence)
+    walkthrough = text[text.index("### Making a motion token in the WebUI"):]
+    token_buttons = [label for label in section("motionprompt_token_") if label != "🔄"] + ["Resume"]
+    assert "Train token" in token_buttons and all(f"*{label}*" in walkthrough for label in token_buttons), token_buttons
     labels = " ".join(str(getattr(b, "label", "") or "") for b in blocks).lower()
     assert ("preset" in sentence.lower()) == ("preset" in labels), sentence
