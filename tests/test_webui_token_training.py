@@ -46,8 +46,11 @@ def test_token_trains_through_the_webui_model_path_inside_a_carrier_generation(t
     monkeypatch.setattr(token_backend.WebUITokenBackend, "_predictor",
                         lambda self, *a: calls.append(a[1]) or real(self, *a))
     job = _job(ui, tmp_path)
+    sampled, real_sampled = [], job._sampled
+    job._sampled = lambda done, total: sampled.append((done, total)) or real_sampled(done, total)
     job.run()
     assert job.error is None, job.error
+    assert sampled[:2] == [(1, 8), (2, 8)] and (8, 8) in sampled  # the tab shows the latent sampling clip by clip
     assert job.status == "done" and job.step == 4 and len(job.rows) == 4
     assert job.token.exists()
     tok = token_file.load_token(job.token)
@@ -56,6 +59,7 @@ def test_token_trains_through_the_webui_model_path_inside_a_carrier_generation(t
     assert torch.equal(state["tokens"], tok.vectors) and not torch.equal(state["tokens"], state["tokens0"])  # it learned
     assert job.baseline.get("d_plain") is not None and any(r.get("val_d") is not None for r in job.rows)
     assert calls and max(calls) < 6  # the training's own DDIM steps went through the host's predictor
+    assert any(m.startswith("latent cache: 8 clips") for m in job.messages)  # 4 training prompts x 2 seeds
     assert not ui.errors
     assert not [f for f in tmp_path.rglob("*") if f.suffix in (".gif", ".png", ".mp4")]  # the carrier left no video
 

@@ -54,6 +54,11 @@ class WebUITokenBackend:
         self._sqrt_ab = [math.sqrt(float(ab[t])) for t in self.timesteps]
         self._sigmas = [math.sqrt((1 - float(ab[t])) / float(ab[t])) for t in self.timesteps]
         self._hosts: dict = {}
+        self.on_clip = None  # (done, total) after each clip of a trajectories call: the tab's progress
+
+    def notes(self) -> list[str]:
+        """Why a prompt's tokens fell back to the output level, once each."""
+        return sorted({h.note for h in self._hosts.values() if getattr(h, "note", None)})
 
     # ------------------------------------------------------------------ TokenBackend
     def host(self, prompt: str):
@@ -87,7 +92,7 @@ class WebUITokenBackend:
         c, h, w = self.latent
         last = max(keep)
         out = []
-        for cond, seed in zip(conds, seeds, strict=True):
+        for n, (cond, seed) in enumerate(zip(conds, seeds, strict=True)):
             z = initial_noise((1, c, self.frames, h, w), seed)[0].permute(1, 0, 2, 3)  # DDIM: init_noise_sigma 1
             x = z.to(self.params.x.device, self.params.x.dtype) / self._sqrt_ab[0]
             kept = []
@@ -103,6 +108,8 @@ class WebUITokenBackend:
                 if self.state is not None and (self.state.interrupted or self.state.skipped):
                     raise InterruptedError("interrupted while sampling the training latents")
             out.append(torch.stack(kept))
+            if self.on_clip is not None:
+                self.on_clip(n + 1, len(seeds))
         return torch.stack(out)
 
     # ------------------------------------------------------------------ the callback's objects, at another step

@@ -103,6 +103,7 @@ class TokenJob:
                 backend = WebUITokenBackend(params, self.p, path, ad, gcfg.n_tokens, cfg.sampling_steps, cfg.cfg_scale,
                                             self.level, shared.state,
                                             info={"kind": "webui", "webui": path.label, "model": cfg.model_id})
+                backend.on_clip = self._sampled
                 disc = load_discriminator(self.disc_path, devices.device)
                 trainer = TokenTrainer(cfg, disc=disc, backend=backend, log=self._log, overwrite=self.overwrite)
                 self.step, self.total = trainer.step, cfg.steps
@@ -111,8 +112,7 @@ class TokenJob:
                 self.baseline = dict(trainer.baseline)
                 self.seconds = trainer.seconds
                 self.token = Path(cfg.out) / f"{cfg.name}{token_file.SUFFIX}"
-                notes = sorted({h.note for h in backend._hosts.values() if getattr(h, "note", None)})
-                self.messages += notes
+                self.messages += backend.notes()
         except (TokenTrainError, ValueError, OSError, InterruptedError) as exc:
             self.error = str(exc)
         except Exception as exc:  # shown in the tab; the carrier still finishes
@@ -120,6 +120,12 @@ class TokenJob:
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
             self.phase = "done"
+
+    def _sampled(self, done: int, total: int) -> None:
+        from modules import shared
+
+        self.phase = f"sampling the training latents: clip {done}/{total}"
+        shared.state.textinfo = f"MotionPrompt token: {self.phase}"
 
     def _stopped(self) -> bool:
         from modules import shared
