@@ -76,3 +76,23 @@ def allow_download() -> bool:
 def ensure_models_dir() -> None:
     with contextlib.suppress(OSError):  # read-only installs: the listing simply stays empty
         os.makedirs(models_dir(), exist_ok=True)
+
+
+def default_fake_dir() -> str:
+    """AnimateDiff saves to <outdir_txt2img_samples>/AnimateDiff: its own videos are the natural negatives."""
+    try:
+        from modules import shared
+
+        base = shared.opts.data.get("outdir_txt2img_samples") or "outputs/txt2img-images"
+    except Exception:
+        base = "outputs/txt2img-images"
+    return str(Path(base) / "AnimateDiff")
+
+
+DEFAULT_PROMPTS = Path(__file__).with_name("default_prompts.txt")
+
+
+def default_prompts() -> str:
+    """The shipped prompt list (everyday motion) the clip and token sections start with."""
+    lines = DEFAULT_PROMPTS.read_text(encoding="utf-8").splitlines()
+    return "\n".join(s.strip() for s in lines if s.strip() and not s.strip().startswith("#"))

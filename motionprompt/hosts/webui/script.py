@@ -6,7 +6,7 @@ import logging
 
 from modules import scripts
 
-from . import amortized
+from . import amortized, animatediff
 from . import run as runs
 from .args import INFOTEXT_KEY, XYZ_ATTR, MotionPromptArgs
 
@@ -60,6 +60,9 @@ class MotionPromptScript(scripts.Script):
             self.run.begin_batch(kwargs.get("seeds"))
 
     def postprocess_batch(self, p, *args, **kwargs):
+        sink = getattr(p, "motionprompt_frames", None)  # the tab's clip maker takes the video's frames
+        if sink is not None:
+            sink.append(runs.video_frames(kwargs.get("images"), animatediff.state()))
         if self.run is not None and self.run.p is p:
             self.run.end_batch(kwargs.get("images"))
         elif self.args is not None and not self.args.enabled:

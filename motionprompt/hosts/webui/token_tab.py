@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from . import paths, widgets
+from .paths import default_prompts
 
 _RUNNING = threading.Lock()  # one token run at a time
 _CURRENT: list = []  # the running job (Interrupt sets its stop event)
@@ -78,14 +79,6 @@ def run_job(job, export: bool = True) -> None:
             job.exported = export_token(job.token, job.cfg.name)
         except (OSError, ValueError) as exc:
             job.error = f"trained, but the export failed: {exc}"
-
-
-DEFAULT_PROMPTS = Path(__file__).with_name("default_prompts.txt")
-
-
-def default_prompts() -> str:
-    """The shipped prompt list (everyday motion), as the textboxes start."""
-    return "\n".join(_lines(DEFAULT_PROMPTS.read_text(encoding="utf-8")))
 
 
 def start(*values):

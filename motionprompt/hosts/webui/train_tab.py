@@ -14,21 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paths
+from .paths import default_fake_dir, default_prompts
 
 FLOW_BACKENDS = ["lk_pyramid", "raft_small", "raft_large"]
 _STOP = threading.Event()
 _RUNNING = threading.Lock()  # one training run at a time
-
-
-def default_fake_dir() -> str:
-    """AnimateDiff saves to <outdir_txt2img_samples>/AnimateDiff: its own videos are the natural negatives."""
-    try:
-        from modules import shared
-
-        base = shared.opts.data.get("outdir_txt2img_samples") or "outputs/txt2img-images"
-    except Exception:
-        base = "outputs/txt2img-images"
-    return str(Path(base) / "AnimateDiff")
 
 
 def output_path(name: str) -> Path:
@@ -251,8 +241,10 @@ def on_ui_tabs():
 
     from ...disc.models import ARCHITECTURES
     from ...training.corruptions import CORRUPTIONS
+    from . import clip_maker
 
     with gr.Blocks(analytics_enabled=False) as tab:
+        clip_maker.section(default_prompts())
         gr.HTML("<p>Train the flow discriminator MotionPrompt steers with: real footage against AnimateDiff's "
                 "own videos and/or synthetic temporal corruptions of the real clips.</p>")
         with gr.Row():
