@@ -221,3 +221,29 @@ def test_cli_stopped_by_sigterm_saves_says_so_exits_0_and_continues(tmp_path, pr
     monkeypatch.setattr(TokenTrainer, "update", original)
     assert main(argv) == 0
     assert "done: update 3/3" in capsys.readouterr().err
+
+
+@pytest.mark.diffusers
+def test_speed_term_keeps_the_prompted_speed_the_discriminator_would_change(tmp_path, prompts_file, one_torch_thread):
+    """The planted D wants motion towards -x; the planted model moves its bump at a speed the text sets, so a token
+    trained for D alone changes the held-out flow speed (the validation's ``val_speed``). With ``lambda_speed`` the
+    token keeps it much closer to the prompt alone's (1.0), measured both through the flow and on the model's own
+    speed read-out."""
+    runs = {}
+    for weight in (0.0, 50.0):
+        guidance = {"window_start": 0.3, "window_end": 0.7, "lr": 0.05, "lambda_speed": weight}
+        trainer = TokenTrainer(planted_cfg(tmp_path / str(weight), prompts_file, guidance=guidance),
+                               disc=planted_disc(-20.0), source=planted_source(), log=lambda m: None)
+        assert trainer.run() == "done"
+        unet = trainer.backend.source.model.unet
+        with torch.no_grad():
+            speed = {name: torch.stack([unet.speed(trainer.hosts[p].encode(t) if t is not None else trainer.hosts[p].cond_plain)
+                                        for p in trainer.val_prompts]).mean()
+                     for name, t in (("plain", None), ("trained", trainer.tokens.detach()))}
+        runs[weight] = (trainer.last_validation()["speed_ratio"], float(speed["trained"] - speed["plain"]), trainer)
+    (ratio_free, shift_free, free), (ratio_held, shift_held, held) = runs[0.0], runs[50.0]
+    print(f"speed ratio {ratio_free:.3f} -> {ratio_held:.3f}; model speed shift {shift_free:+.4f} -> {shift_held:+.4f}")
+    assert abs(ratio_held - 1) < 0.5 * abs(ratio_free - 1), (ratio_free, ratio_held)
+    assert abs(shift_held) < 0.5 * abs(shift_free), (shift_free, shift_held)
+    assert all(r["speed"] == 0 for r in free.history) and any(r["speed"] > 0 for r in held.history)
+    assert token_file.load_token(tmp_path / "50.0" / "run" / "motionprompt.safetensors").meta["loss"]["lambda_speed"] == 50.0

@@ -62,3 +62,14 @@ def test_frechet_distance_is_zero_for_one_distribution_and_grows_with_a_shift():
     assert same < 0.15 and shifted == pytest.approx(1.0 + same, abs=0.2)
     # exact for known Gaussians: means differ by m, covariances I and 4I -> |m|^2 + d (1 + 4 - 2*2)
     assert frechet_distance(np.zeros(3), np.ones(3), np.eye(3), 4 * np.eye(3), moments=True) == pytest.approx(3 + 3)
+
+
+def test_a_change_without_a_better_side_has_no_win_rate_but_its_relative_size():
+    """The object's travel (``displacement``): shorter is not worse in itself, so no win rate; the report shows how
+    much it changed against plain, and the distance from the prompted travel is ``speed_error``'s job."""
+    from motionprompt.evaluation.measures import METRICS
+
+    plain = [10.0, 12.0, 14.0, 16.0]
+    s = paired_stats(plain, [0.95 * x for x in plain], higher_is_better=None)
+    assert s["win_rate"] is None and s["relative"] == pytest.approx(-0.05) and s["p_value"] is not None
+    assert METRICS["displacement"] is None and METRICS["speed_error"] is False

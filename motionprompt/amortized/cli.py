@@ -14,7 +14,7 @@ from .train import TokenTrainConfig, TokenTrainer, TokenTrainError
 GUIDANCE_FLAGS = {
     "n_tokens": int, "init_word": str, "lr": float, "optimizer": str, "every_k": int, "pairs": int,
     "lambda_disc": float, "lambda_tv": float, "lambda_drift": float, "disc_loss": str, "x0_mode": str,
-    "grad_clip": float, "start_token": str,
+    "grad_clip": float, "start_token": str, "lambda_speed": float,
 }
 
 
@@ -64,6 +64,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lambda-disc", type=float)
     g.add_argument("--lambda-tv", type=float)
     g.add_argument("--lambda-drift", type=float)
+    g.add_argument("--lambda-speed", type=float, help="keep the scored pairs' flow speed at the prompt alone's "
+                   "(0 = off, the default; the validation reports the speed ratio either way)")
     g.add_argument("--disc-loss", choices=["saturating", "non_saturating"])
     g.add_argument("--x0-mode", choices=["cond", "cfg"])
     g.add_argument("--flow-iters", type=int, default=0, help="flow iterations; 0 = the discriminator's own")
@@ -128,6 +130,9 @@ def run_train(args) -> int:
     if val.get("d_last") is not None:
         say(f"held-out D score: prompt alone {_f(val.get('d_plain'))}, with the init word {_f(val.get('d_init'))}, "
             f"with the token {_f(val.get('d_last'))} (update {val.get('step')})")
+        if val.get("speed_ratio") is not None:
+            say(f"held-out flow speed with the token: x{val['speed_ratio']:.3f} of the prompt alone's "
+                "(1 = the prompted speed kept; --lambda-speed holds it)")
     say(f"token: {token} (copy it into the WebUI's embeddings folder; its name is the prompt word)")
     return 0
 

@@ -54,8 +54,8 @@ __all__ = ["TOKEN_DEFAULTS", "ModelSource", "TokenTrainConfig", "TokenTrainError
 STATE_FORMAT = "motionprompt.token_state"
 STATE_NAME = "state.safetensors"
 LOG_NAME = "log.csv"
-LOG_COLUMNS = ("step", "loss", "disc", "tv", "drift", "d_score", "grad_norm", "token_drift", "skipped", "val_d",
-               "seconds")
+LOG_COLUMNS = ("step", "loss", "disc", "tv", "drift", "speed", "d_score", "grad_norm", "token_drift", "skipped",
+               "val_d", "val_speed", "seconds")
 
 
 # --------------------------------------------------------------------------------------------- trainer
@@ -152,25 +152,31 @@ class TokenTrainer:
     def update(self) -> dict:
         """One optimizer update on ``batch`` random (prompt, seed, step) triples of the cache."""
         from ..engine.checkpointing import checkpointed
-        from ..engine.guidance import token_loss, token_step
+        from ..engine.guidance import pair_speed, token_loss, token_step
 
         cfg, gcfg = self.cfg, self.gcfg
         gen = update_generator(cfg.seed, self.step)
         n_items, n_steps = self.cache.shape[0], self.cache.shape[1]
         picks = torch.randint(0, n_items * n_steps, (cfg.batch,), generator=gen).tolist()
         grad = torch.zeros_like(self.tokens)
-        sums = dict.fromkeys(("total", "disc", "tv", "drift", "d_score"), 0.0)
+        sums = dict.fromkeys(("total", "disc", "tv", "drift", "speed", "d_score"), 0.0)
         for j, pick in enumerate(picks):
             prompt, latents, k = self._triple(*divmod(pick, n_steps))
             host, step = self.hosts[prompt], self.guided[k]
             predict = self.backend.predictor(prompt, latents, step, gcfg.x0_mode)
+            iteration = self.step * cfg.batch + j
+            ref = None
+            if gcfg.lambda_speed > 0:  # the same pairs' speed with the prompt alone: what the token should keep
+                with self.backend.step():
+                    ref = pair_speed(host, host.cond_plain, predict, self.flow, gcfg, step, iteration)
             with torch.enable_grad(), self.backend.step(), checkpointed(self._blocks(host)):
                 terms, _pairs = token_loss(host, self.tokens, self.tokens0, predict, self.flow, self.disc.model, gcfg,
-                                           step, self.step * cfg.batch + j)
+                                           step, iteration, speed_ref=ref)
                 (g,) = torch.autograd.grad(terms.total / cfg.batch, [self.tokens])
             grad += g
             for k in sums:
-                sums[k] += float(getattr(terms, k).detach()) / cfg.batch
+                value = getattr(terms, k)
+                sums[k] += (0.0 if value is None else float(value.detach())) / cfg.batch
             del terms
         grad_norm = float(grad.norm())
         skipped = not all(math.isfinite(v) for v in [*sums.values(), grad_norm])
@@ -178,7 +184,7 @@ class TokenTrainer:
             token_step(self.tokens, self.tokens0, grad, grad_norm, gcfg, self.opt)
         self.step += 1
         return {"step": self.step, "loss": sums["total"], "disc": sums["disc"], "tv": sums["tv"],
-                "drift": sums["drift"], "d_score": sums["d_score"], "grad_norm": grad_norm,
+                "drift": sums["drift"], "speed": sums["speed"], "d_score": sums["d_score"], "grad_norm": grad_norm,
                 "token_drift": float((self.tokens.detach() - self.tokens0).norm()), "skipped": int(skipped)}
 
     def _blocks(self, host) -> list:
@@ -189,17 +195,23 @@ class TokenTrainer:
         return list(host.checkpoint_blocks(decoder=self.cfg.memory == "low"))
 
     # ------------------------------------------------------------------ validation
-    @torch.no_grad()
     def val_score(self, tokens: torch.Tensor | None) -> float | None:
         """Mean sigmoid(D) on the x0 of the held-out (prompt, seed, step) triples, with ``tokens`` appended
         (None: the prompt alone). Fixed latents, steps and frame pairs: comparable across calls."""
-        from ..engine.judge import decode_pairs, pair_logits, plan_pairs
+        return self.validate(tokens)[0]
+
+    @torch.no_grad()
+    def validate(self, tokens: torch.Tensor | None) -> tuple[float | None, float | None]:
+        """(``val_score``, the mean flow speed of the same pairs): with the prompt alone's speed measured once, the
+        log's ``val_speed`` says whether the token keeps the prompted speed (1.0) or shortens the travel (< 1)."""
+        from ..engine.judge import decode_pairs, pair_flow, plan_pairs
+        from ..engine.losses import flow_speed
 
         if self.val_cache is None:
-            return None
+            return None, None
         gcfg = self.gcfg
         pairs = plan_pairs(self.backend.frames, self.cfg.val_pairs, (gcfg.gap_min, gcfg.gap_max))
-        scores = []
+        scores, speeds = [], []
         for item in range(self.val_cache.shape[0]):
             prompt = self.val_prompts[item // len(self.val_seeds)]
             host = self.hosts[prompt]
@@ -210,8 +222,10 @@ class TokenTrainer:
                                                 gcfg.x0_mode)(cond)
                     a, b = decode_pairs(host, x0, pairs)
                 with torch.autocast(self.device.type, enabled=False):
-                    scores.append(torch.sigmoid(pair_logits(self.disc.model, self.flow, a, b)).mean().item())
-        return float(np.mean(scores))
+                    flow_norm = pair_flow(self.flow, a, b)
+                    scores.append(torch.sigmoid(self.disc.model(flow_norm).float()).mean().item())
+                    speeds.append(flow_speed(flow_norm).item())
+        return float(np.mean(scores)), float(np.mean(speeds))
 
     # ------------------------------------------------------------------ run
     def run(self, stop: Callable[[], bool] = lambda: False,
@@ -221,7 +235,8 @@ class TokenTrainer:
         if self.cache is None:
             self.build_caches()
         if not self.baseline:
-            self.baseline = {"d_plain": self.val_score(None), "d_init": self.val_score(self.tokens0)}
+            d_plain, speed_plain = self.validate(None)
+            self.baseline = {"d_plain": d_plain, "d_init": self.val_score(self.tokens0), "speed_plain": speed_plain}
             self.log(f"held-out D score: prompt alone {_fmt(self.baseline['d_plain'])}, "
                      f"with '{self.gcfg.init_word}' {_fmt(self.baseline['d_init'])}")
         status = "done"
@@ -235,7 +250,9 @@ class TokenTrainer:
                 self.build_caches()
             row = self.update()
             if self.step % cfg.val_every == 0 or self.step == cfg.steps:
-                row["val_d"] = self.val_score(self.tokens)
+                row["val_d"], speed = self.validate(self.tokens)
+                plain = self.baseline.get("speed_plain")
+                row["val_speed"] = speed / plain if speed is not None and plain else None
             now = time.perf_counter()
             self.seconds += now - t_last
             t_last = now
@@ -252,8 +269,12 @@ class TokenTrainer:
 
     # ------------------------------------------------------------------ files
     def last_validation(self) -> dict:
-        vals = [(r["step"], r["val_d"]) for r in self.history if r.get("val_d") is not None]
-        return {**self.baseline, **({"d_last": vals[-1][1], "step": vals[-1][0]} if vals else {})}
+        """The references, and the last held-out D and speed ratio (the token's flow speed / the prompt alone's)."""
+        vals = [r for r in self.history if r.get("val_d") is not None]
+        if not vals:
+            return dict(self.baseline)
+        return {**self.baseline, "d_last": vals[-1]["val_d"], "speed_ratio": vals[-1].get("val_speed"),
+                "step": vals[-1]["step"]}
 
     def token_metadata(self) -> dict:
         """What the exported token says about itself (header metadata; A1111 does not read it)."""
@@ -268,7 +289,8 @@ class TokenTrainer:
                               "sha256": token_file.file_sha256(disc_path) if disc_path and os.path.isfile(disc_path)
                               else None, "arch": self.disc.arch},
             "flow": g.flow.to_dict(),
-            "loss": {k: getattr(g, k) for k in ("lambda_disc", "lambda_tv", "lambda_drift", "disc_loss", "x0_mode",
+            "loss": {k: getattr(g, k) for k in ("lambda_disc", "lambda_tv", "lambda_drift", "lambda_speed", "disc_loss",
+                                                "x0_mode",
                                                 "window_start", "window_end", "every_k", "pairs", "gap_min", "gap_max")},
             "data": {"model": self.backend.info, "prompts": len(self.train_prompts), "held_out_prompts": len(self.val_prompts),
                      "source": self.prompt_source, "seeds_per_prompt": self.cfg.seeds, "sampling_steps": self.cfg.sampling_steps,

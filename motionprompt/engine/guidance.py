@@ -27,7 +27,7 @@ from .checkpointing import checkpointed
 from .config import GuidanceConfig
 from .host import GuidanceHost, PredictX0
 from .judge import decode_pairs, pair_flow
-from .losses import LossTerms, total_loss
+from .losses import LossTerms, flow_speed, speed_loss, total_loss
 from .saved_bytes import SavedBytes
 
 log = logging.getLogger("motionprompt")
@@ -372,7 +372,7 @@ def _no_timer(_name: str):
 
 def token_loss(host: GuidanceHost, tokens: torch.Tensor, tokens0: torch.Tensor, predict_x0: PredictX0, flow, disc,
                cfg: GuidanceConfig, step: int, iteration: int, timer=_no_timer,
-               autocast=contextlib.nullcontext, one_frame_at_a_time: bool = False
+               autocast=contextlib.nullcontext, one_frame_at_a_time: bool = False, speed_ref: torch.Tensor | None = None
                ) -> tuple[LossTerms, list[tuple[int, int]]]:
     """The MotionPrompt loss of ``tokens`` at one sampling step: prompt + tokens -> text encoder -> x0 of every
     frame -> decode the frames of ``cfg.pairs`` random pairs (from ``cfg.seed``, ``step``, ``iteration``) ->
@@ -380,17 +380,13 @@ def token_loss(host: GuidanceHost, tokens: torch.Tensor, tokens0: torch.Tensor, 
     (prompt, seed, step) of a batch) both run exactly this; gradients flow back to ``tokens``.
 
     A predictor with ``frame_count`` is told which frames the pairs score (``predict_x0(cond, frames)``): a host
-    with context windows runs only the windows those frames come from (the pairs are the same either way)."""
+    with context windows runs only the windows those frames come from (the pairs are the same either way).
+
+    ``speed_ref`` (``pair_speed`` of the same pairs without the token) adds ``cfg.lambda_speed`` x ``speed_loss``."""
     with timer("encode"):
         cond = host.encode(tokens)
-    count = getattr(predict_x0, "frame_count", None)
     with timer("unet_forward"), autocast():
-        if count:
-            pairs = schedule.sample_pairs(cfg, count, step, iteration)
-            x0 = predict_x0(cond, sorted({f for p in pairs for f in p}))
-        else:
-            x0 = predict_x0(cond)
-            pairs = schedule.sample_pairs(cfg, x0.shape[0], step, iteration)
+        x0, pairs = _scored_x0(predict_x0, cond, cfg, step, iteration)
     with timer("vae_decode"):
         a, b = decode_pairs(host, x0, pairs, one_frame_at_a_time)
     device_type = tokens.device.type
@@ -400,7 +396,31 @@ def token_loss(host: GuidanceHost, tokens: torch.Tensor, tokens0: torch.Tensor, 
         logits = disc(flow_norm)
         terms = total_loss(logits, flow_norm, tokens, tokens0, cfg.lambda_disc, cfg.lambda_tv, cfg.lambda_drift,
                            cfg.disc_loss)
+        if speed_ref is not None and cfg.lambda_speed > 0:
+            terms.speed = speed_loss(flow_norm, speed_ref)
+            terms.total = terms.total + cfg.lambda_speed * terms.speed
     return terms, pairs
+
+
+def _scored_x0(predict_x0: PredictX0, cond: torch.Tensor, cfg: GuidanceConfig, step: int, iteration: int):
+    """x0 for ``cond`` and the frame pairs this (step, iteration) scores."""
+    count = getattr(predict_x0, "frame_count", None)
+    if count:
+        pairs = schedule.sample_pairs(cfg, count, step, iteration)
+        return predict_x0(cond, sorted({f for p in pairs for f in p})), pairs
+    x0 = predict_x0(cond)
+    return x0, schedule.sample_pairs(cfg, x0.shape[0], step, iteration)
+
+
+@torch.no_grad()
+def pair_speed(host: GuidanceHost, cond: torch.Tensor, predict_x0: PredictX0, flow, cfg: GuidanceConfig, step: int,
+               iteration: int) -> torch.Tensor:
+    """``losses.flow_speed`` of the pairs ``token_loss`` scores at (step, iteration), for conditioning ``cond``
+    (e.g. the prompt alone: the speed a token should keep), without gradients."""
+    x0, pairs = _scored_x0(predict_x0, cond, cfg, step, iteration)
+    a, b = decode_pairs(host, x0, pairs)
+    with torch.autocast(a.device.type, enabled=False):
+        return flow_speed(pair_flow(flow, a, b))
 
 
 def token_step(tokens: torch.Tensor, tokens0: torch.Tensor, grad: torch.Tensor, grad_norm: float,

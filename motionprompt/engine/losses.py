@@ -43,6 +43,17 @@ def token_drift(tokens: torch.Tensor, tokens0: torch.Tensor) -> torch.Tensor:
     return (tokens - tokens0).pow(2).sum()
 
 
+def flow_speed(flow_norm: torch.Tensor) -> torch.Tensor:
+    """Mean flow magnitude [B,2,H,W] -> scalar, as a fraction of the frame per pair (how far things move)."""
+    return flow_norm.float().pow(2).sum(1).add(1e-12).sqrt().mean()
+
+
+def speed_loss(flow_norm: torch.Tensor, reference: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """(log speed - log reference speed)^2: a token may change how motion looks, not how far it goes; symmetric
+    in slower and faster, and scale-free (the same for a slow prompt as for a fast one)."""
+    return (torch.log(flow_speed(flow_norm) + eps) - torch.log(reference.float() + eps)).pow(2)
+
+
 @dataclass
 class LossTerms:
     total: torch.Tensor
@@ -50,6 +61,7 @@ class LossTerms:
     tv: torch.Tensor
     drift: torch.Tensor
     d_score: torch.Tensor  # mean sigmoid(D): the discriminator's "real motion" probability
+    speed: torch.Tensor | None = None  # speed_loss, where the loss has that term (token-train's lambda_speed)
 
 
 def total_loss(

@@ -300,8 +300,10 @@ def format_summary(summary: dict) -> str:
             if not s["n"]:
                 continue
             ci = s["ci95"] or [float("nan")] * 2
+            win = "-" if s["win_rate"] is None else f"{s['win_rate']:.2f}"
+            rel = f" ({s['relative']:+.1%})" if m == "displacement" and s.get("relative") is not None else ""
             lines.append(f"  {m:<14} {s['plain_mean']:>9.4f} {s['guided_mean']:>9.4f} {s['diff_mean']:>+9.4f} "
-                         f"[{ci[0]:>+8.4f},{ci[1]:>+8.4f}] {s['win_rate']:>5.2f} {_p(s['p_value']):>8}")
+                         f"[{ci[0]:>+8.4f},{ci[1]:>+8.4f}] {win:>5} {_p(s['p_value']):>8}{rel}")
     if summary.get("flow_frechet_to_real"):
         lines.append("\nFréchet distance to real clips on flow statistics (lower = closer): " + ", ".join(
             f"{k} {v:.3f}" for k, v in summary["flow_frechet_to_real"].items()))

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 
-def paired_stats(plain, guided, higher_is_better: bool = True, seed: int = 0, resamples: int = 9999) -> dict:
+def paired_stats(plain, guided, higher_is_better: bool | None = True, seed: int = 0, resamples: int = 9999) -> dict:
     from scipy import stats
 
     a = np.asarray(plain, dtype=np.float64)
@@ -29,10 +29,11 @@ def paired_stats(plain, guided, higher_is_better: bool = True, seed: int = 0, re
     if n == 0:
         return out
     d = b - a
-    better = d if higher_is_better else -d
     out["diff_mean"] = _f(d.mean())
     out["relative"] = _f(d.mean() / abs(a.mean())) if a.mean() != 0 else None
-    out["win_rate"] = _f(((better > 0).sum() + 0.5 * (better == 0).sum()) / n)
+    if higher_is_better is not None:  # None: a change with no better side (no win rate)
+        better = d if higher_is_better else -d
+        out["win_rate"] = _f(((better > 0).sum() + 0.5 * (better == 0).sum()) / n)
     if n >= 3 and np.ptp(d) > 0:
         ci = stats.bootstrap((d,), np.mean, confidence_level=0.95, n_resamples=resamples, method="BCa",
                              random_state=np.random.default_rng(seed)).confidence_interval

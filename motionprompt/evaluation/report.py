@@ -41,7 +41,8 @@ def _diff_figure(rows: list[dict], arms: list[str]) -> bytes:
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xticks(range(len(arms)))
         ax.set_xticklabels(arms, rotation=45, fontsize=7)
-        ax.set_title(f"{m} ({'higher' if METRICS[m] else 'lower'} better)", fontsize=7)
+        side = {True: "higher better", False: "lower better", None: "change"}[METRICS[m]]
+        ax.set_title(f"{m} ({side})", fontsize=7)
         ax.tick_params(labelsize=6)
     fig.suptitle("guided - plain, per (prompt, seed); bar = mean", fontsize=8)
     fig.tight_layout()

@@ -37,7 +37,8 @@ ABLATION_ARMS = (
     "control=paper:lr=1e-12",  # the whole inner loop, no token change: isolates the effect of the update
 )
 #: the columns of the tables: metric, higher is better
-TABLE_METRICS = ("d_independent", "d_guide", "warp_error", "flicker", "direction_ok", "jerk", "area_cv")
+TABLE_METRICS = ("d_independent", "d_guide", "warp_error", "flicker", "direction_ok", "jerk", "area_cv", "displacement",
+                 "speed_error")
 
 
 def discriminators(out: Path, model: str, log=print) -> dict[str, Path]:
@@ -105,6 +106,9 @@ def _cell(s: dict) -> str:
     ci = s.get("ci95") or [float("nan")] * 2
     p = s.get("p_value")
     p_txt = "–" if p is None else (f"{p:.0e}" if p < 1e-3 else f"{p:.3f}")
+    if s.get("win_rate") is None:  # a change with no better side (travel): relative to plain
+        rel = f" ({s['relative']:+.1%})" if s.get("relative") is not None else ""
+        return f"{s['diff_mean']:+.4f}{rel} [{ci[0]:+.4f}, {ci[1]:+.4f}] p {p_txt}"
     return f"{s['diff_mean']:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}] win {s['win_rate']:.2f} p {p_txt}"
 
 
