@@ -46,3 +46,43 @@ def test_the_toy_world_registers_itself_and_is_the_default_world():
     toy = sources.world_for("toy")
     assert toy.captions("guide") == caption_split()["guide"] and toy.seeds("token_train", 2) == seeds("token_train", 2)
     assert toy.writes(caption_split()["eval"][0]) and not toy.writes("a white fox running on a rock, snow")
+
+
+def _weights(path, keys):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({k: torch.zeros(1) for k in keys}, str(path))
+    return path
+
+
+def test_webui_checkpoints_motion_modules_and_pickles_are_refused_with_what_to_pass(tmp_path, capsys):
+    """token-train and generate take diffusers folders; a WebUI user's files get one message naming the flags, the
+    folders they take and the tab that trains a token on those files as they are — before anything loads."""
+    from motionprompt.cli.main import main
+    from motionprompt.hosts.diffusers.sources import load_source, single_file_kind
+
+    ckpt = _weights(tmp_path / "v1-5-pruned.safetensors", ["model.diffusion_model.input_blocks.0.0.weight",
+                                                           "first_stage_model.decoder.conv_in.weight"])
+    mm = _weights(tmp_path / "mm_sd15_v3.safetensors",
+                  ["down_blocks.0.motion_modules.0.temporal_transformer.proj_in.weight"])
+    pickle = tmp_path / "model.ckpt"
+    pickle.write_bytes(b"not read")
+    assert [single_file_kind(str(p)) for p in (ckpt, mm, pickle, tmp_path)] == ["sd", "motion module", "pickle", None]
+    assert single_file_kind("motionprompt/toy/weights/toy_model.safetensors") is None  # the toy model still loads
+    with pytest.raises(ValueError, match="single-file Stable Diffusion checkpoint") as exc:
+        load_source(str(ckpt))
+    assert "--motion-adapter DIR" in str(exc.value) and "MotionPrompt tab" in str(exc.value)
+    with pytest.raises(ValueError, match="never loaded"):
+        load_source(str(pickle))
+    for argv in (["token-train", "--disc", "D.safetensors", "--model", str(ckpt), "--motion-adapter", str(mm),
+                  "--out", str(tmp_path / "t")],
+                 ["generate", "--model", str(ckpt), "--motion-adapter", str(mm), "--no-guidance",
+                  "--out", str(tmp_path / "g")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "single-file Stable Diffusion checkpoint" in err and "Motion token section" in err, err
+    assert main(["generate", "--model", "tiny", "--motion-adapter", str(mm), "--no-guidance",
+                 "--out", str(tmp_path / "g")]) == 2
+    assert "AnimateDiff motion module file" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists() and not (tmp_path / "g").exists()  # refused before any work

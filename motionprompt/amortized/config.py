@@ -26,6 +26,7 @@ class TokenTrainConfig:
     name: str = "motionprompt"  # the exported embedding's name: the word that triggers it in a WebUI prompt
     model: str = "toy"  # "toy" (shipped toy model), a toy model .safetensors, "tiny" (random), or a diffusers folder
     model_id: str = ""  # what else identifies the model, for resume (the WebUI tab: its checkpoint and motion module)
+    motion_adapter: str = ""  # a diffusers MotionAdapter folder, when ``model`` is a plain SD1.5 diffusers folder
     prompts: str = ""  # text file, one prompt a line; "" = the toy world's guiding-split captions
     val_prompts: str = ""  # text file of held-out prompts; "" = a spread-out part of the training prompts
     val_fraction: float = 0.15  # held out of the prompts when no val_prompts file is given
@@ -101,5 +102,6 @@ class TokenTrainConfig:
         if os.path.exists(self.model):  # a file or folder; a registered name ("toy", "tiny") stays as it is
             d["model"] = os.path.abspath(self.model)
         d["disc"] = os.path.abspath(self.disc) if self.disc else ""
+        d["motion_adapter"] = os.path.abspath(self.motion_adapter) if self.motion_adapter else ""
         d["guidance"] = self.guidance_config().to_dict()
         return json.loads(json.dumps(d, sort_keys=True, default=str))

@@ -14,10 +14,11 @@ from .config import TokenTrainConfig, TokenTrainError
 
 
 # --------------------------------------------------------------------------------------------- inputs
-def load_video_model(spec: str, frames: int = 16, size: int = 64, device: str = "cpu") -> ModelSource:
+def load_video_model(spec: str, frames: int = 16, size: int = 64, device: str = "cpu",
+                     motion_adapter: str | None = None) -> ModelSource:
     """``--model`` as ``evaluate``/``generate`` read it: a registered kind ("toy", a toy model file, "tiny") or a
-    diffusers folder (``hosts.diffusers.sources``)."""
-    return load_source(spec, frames, size, device)
+    diffusers folder, with ``motion_adapter`` for a plain SD1.5 one (``hosts.diffusers.sources``)."""
+    return load_source(spec, frames, size, device, motion_adapter=motion_adapter or None)
 
 
 def read_prompts(path: str | os.PathLike) -> list[str]:

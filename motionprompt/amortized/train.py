@@ -73,6 +73,10 @@ class TokenTrainer:
         from ..flow.registry import build_flow
 
         self.cfg = cfg.validate()
+        if backend is None and source is None:  # a WebUI checkpoint or a pickle: say what to pass before any work
+            from ..hosts.diffusers.sources import refuse_files
+
+            refuse_files(cfg.model, cfg.motion_adapter or None)
         self.log = log
         self.device = torch.device(cfg.device)
         self.out = Path(cfg.out)
@@ -94,7 +98,7 @@ class TokenTrainer:
             flow = build_flow(gcfg.flow, list(cfg.flow_weights), cfg.allow_download)
         self.flow = flow.to(self.device)
         if backend is None:
-            source = source or load_video_model(cfg.model, cfg.frames, cfg.size, cfg.device)
+            source = source or load_video_model(cfg.model, cfg.frames, cfg.size, cfg.device, cfg.motion_adapter)
             backend = DiffusersBackend(source, cfg.sampling_steps, cfg.cfg_scale, gcfg.n_tokens, self.device,
                                        cfg.cache_batch)
         self.backend = backend

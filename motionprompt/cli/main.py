@@ -112,7 +112,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print(format_table(compare_on_clips(args.backend, args.size, args.iters, args.pairs), args.backend))
     else:
-        record = run_generate(args)
+        try:
+            record = run_generate(args)
+        except ValueError as exc:  # bad input (a WebUI checkpoint, a pickle...): the message says what to pass
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         _print_summary(record, args.out)
     print(f"  total {time.perf_counter() - t0:.1f} s")
     return 0

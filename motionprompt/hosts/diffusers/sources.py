@@ -76,7 +76,9 @@ def source_kind(spec: str) -> SourceKind | None:
 def load_source(spec: str, frames: int = 16, size: int = 64, device="cpu", motion_adapter: str | None = None
                 ) -> ModelSource:
     """``--model``: a registered kind's spec ("tiny", "toy", a toy model file...) or a diffusers folder.
-    ``frames``/``size``: what to sample where the model does not fix them."""
+    ``frames``/``size``: what to sample where the model does not fix them. A WebUI checkpoint, motion module or pickle
+    file is refused with what to pass instead (``refuse_files``)."""
+    refuse_files(os.fspath(spec), motion_adapter)
     kind = source_kind(spec)
     if kind is not None:
         return kind.load(spec, frames=frames, size=size, device=device, motion_adapter=motion_adapter)
@@ -112,6 +114,62 @@ def world_for(spec: str) -> World:
     if _default_world is None:
         raise ValueError("no default world of captions registered (import motionprompt.toy)")
     return world(_default_world)
+
+
+#: weights files that are pickles: never loaded (a pickle runs code when read)
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+HOW_TO_LOAD = (
+    "token-train and generate load diffusers folders, offline: --model DIR, an AnimateDiff diffusers folder (its unet is "
+    "a UNetMotionModel), or an SD1.5 diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, "
+    "scheduler/) with --motion-adapter DIR, a diffusers MotionAdapter folder (config.json and "
+    "diffusion_pytorch_model.safetensors, e.g. guoyww/animatediff-motion-adapter-v1-5-2). To make a token for a WebUI "
+    "checkpoint and AnimateDiff motion module as they are, use the WebUI's MotionPrompt tab (Motion token section): "
+    "it trains through the WebUI's own model path, nothing to convert. (One way to convert a checkpoint, on a "
+    "machine with internet for diffusers' configs: python -c \"from diffusers import StableDiffusionPipeline as P; "
+    "P.from_single_file('FILE.safetensors').save_pretrained('DIR')\".)"
+)
+
+
+def single_file_kind(path: str) -> str | None:
+    """What a weights *file* given as ``--model``/``--motion-adapter`` is, when it is not for us: "pickle", "sd" (a
+    single-file Stable Diffusion checkpoint: LDM keys ``model.diffusion_model.*``, as in the WebUI's
+    models/Stable-diffusion), "motion module" (an AnimateDiff one: ``*.temporal_transformer.*`` keys), or None.
+    Reads a safetensors file's header only."""
+    if not os.path.isfile(path):
+        return None
+    if path.lower().endswith(PICKLE_SUFFIXES):
+        return "pickle"
+    if not path.lower().endswith(".safetensors"):
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt", device="cpu") as f:
+            keys = list(f.keys())
+    except Exception:
+        return None
+    if any(k.startswith("model.diffusion_model.") for k in keys):
+        return "sd"
+    if any(".temporal_transformer." in k for k in keys):
+        return "motion module"
+    return None
+
+
+def refuse_files(spec: str, motion_adapter: str | None) -> None:
+    """A clear refusal, before anything loads, for files token-train and generate cannot take (see HOW_TO_LOAD)."""
+    for flag, path in (("--model", spec), ("--motion-adapter", motion_adapter)):
+        kind = single_file_kind(path) if path else None
+        if kind == "pickle":
+            raise ValueError(f"{flag} {path}: a pickle file (.ckpt/.pt/.pth/.bin) is never loaded (it can run code); "
+                             f"use the .safetensors version. {HOW_TO_LOAD}")
+        if kind == "sd":
+            raise ValueError(f"{flag} {path} is a single-file Stable Diffusion checkpoint (the WebUI's format). "
+                             f"{HOW_TO_LOAD}")
+        if kind == "motion module":
+            raise ValueError(f"{flag} {path} is an AnimateDiff motion module file (the WebUI's format). {HOW_TO_LOAD}")
+        if flag == "--motion-adapter" and path and os.path.isfile(path):
+            raise ValueError(f"--motion-adapter {path} is a file; it takes a diffusers MotionAdapter folder. "
+                             f"{HOW_TO_LOAD}")
 
 
 def _load_tiny(spec, frames, size, device="cpu", motion_adapter=None) -> ModelSource:
