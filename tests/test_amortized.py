@@ -231,8 +231,7 @@ def test_speed_term_keeps_the_prompted_speed_the_discriminator_would_change(tmp_
     speed read-out."""
     runs = {}
     for weight in (0.0, 50.0):
-        guidance = {"window_start": 0.3, "window_end": 0.7, "lr": 0.05, "lambda_speed": weight}
-        trainer = TokenTrainer(planted_cfg(tmp_path / str(weight), prompts_file, guidance=guidance),
+        trainer = TokenTrainer(planted_cfg(tmp_path / str(weight), prompts_file, lambda_speed=weight),
                                disc=planted_disc(-20.0), source=planted_source(), log=lambda m: None)
         assert trainer.run() == "done"
         unet = trainer.backend.source.model.unet

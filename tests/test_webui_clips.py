@@ -22,7 +22,8 @@ def _webui(tmp_path, flavour="a1111"):
 
 def _values(folder, prompts=PROMPTS, **kw):
     v = {"prompts_text": "\n".join(prompts), "per_prompt": 1, "first_seed": 5, "frames": 8, "width": 64, "height": 64,
-         "steps": 2, "cfg_scale": 5.0, "sampler": "Euler", "folder": str(folder), **kw}
+         "steps": 2, "cfg_scale": 5.0, "sampler": "Euler", "motion_module": "mm_sd15_v2.ckpt", "folder": str(folder),
+         **kw}
     return list(v.values())
 
 
@@ -50,6 +51,7 @@ def test_clips_are_the_videos_txt2img_makes_written_whole_and_skipped_when_there
     with open(folder / "clips.csv", newline="") as f:
         rows = {r["clip"]: r for r in csv.DictReader(f)}
     assert rows[name]["prompt"] == PROMPTS[1] and rows[name]["seed"] == "5" and len(rows) == 3
+    assert rows[name]["motion_module"] == "mm_sd15_v2.ckpt"
     *_, (text, _g) = clip_maker.start(*_values(folder, prompts=[*PROMPTS, "a bird flying up"]))
     assert "1 clip(s) made, 3 already there, 4/4" in text, text  # resume: only the new prompt's clip
     assert not ui.errors
@@ -90,3 +92,22 @@ def test_clip_section_refuses_bad_input_and_says_why(tmp_path):
     assert "at least one prompt" in text
     (text, _g), = list(clip_maker.start(*_values(tmp_path, frames=1)))
     assert "2 frames" in text
+
+
+def test_motion_modules_are_listed_as_animatediff_lists_them(tmp_path):
+    _webui(tmp_path)
+    from modules import shared
+
+    from motionprompt.hosts.webui import animatediff
+
+    folder = tmp_path / "mm"
+    (folder / "more").mkdir(parents=True)
+    for name in ("mm_sd15_v2.ckpt", "mm_sd15_v3.safetensors", "mm_sdxl_v10_beta.ckpt", ".gitkeep", "more/v2_lora.ckpt"):
+        (folder / name).write_bytes(b"")
+    shared.opts.data["animatediff_model_path"] = str(folder)
+    found = animatediff.motion_modules()
+    assert found == ["mm_sd15_v2.ckpt", "mm_sd15_v3.safetensors", "more/v2_lora.ckpt"]  # no SDXL, no .gitkeep
+    assert animatediff.default_motion_module(found) == "mm_sd15_v3.safetensors"
+    assert animatediff.default_motion_module(found[:1]) == "mm_sd15_v2.ckpt"
+    shared.opts.data["animatediff_model_path"] = str(tmp_path / "none")
+    assert animatediff.motion_modules() == [] and animatediff.default_motion_module([]) is None

@@ -229,7 +229,7 @@ def test_webui_path_token_equals_the_reference_hosts(tmp_path, one_torch_thread)
 
 # ------------------------------------------------------------------ the tab's section: start, export, refresh
 def _values(ui, **kw):
-    v = {"disc_name": ui.disc.name, "name": "mptok", "prompts_text": "\n".join(PROMPTS), "seeds": 1, "val_fraction": 0.2,
+    v = {"disc_name": ui.disc.name, "motion_module": "mm_sd15_v2.ckpt", "name": "mptok", "prompts_text": "\n".join(PROMPTS), "seeds": 1, "val_fraction": 0.2,
          "steps": 2, "batch": 2, "lr": 1e-3, "sampling_steps": 6, "cfg_scale": 5.0, "frames": FRAMES, "size": SIZE,
          "memory": "low", "refresh_every": 0, "seed": 0, "resume": False, "overwrite": False, **kw}
     return list(v.values())
@@ -248,7 +248,9 @@ def test_tab_trains_exports_into_embeddings_and_refreshes_the_accordion(tmp_path
     assert job.error is None and job.status == "done", text
     assert "Done" in text and "mptok" in text and fig is not None
     exported = tmp_path / "embeddings" / "mptok.safetensors"
-    assert job.exported == exported and token_file.load_token(exported).meta["training"]["updates"] == 2
+    meta = token_file.load_token(exported).meta
+    assert job.exported == exported and meta["training"]["updates"] == 2
+    assert meta["data"]["model"]["model"].endswith("+ mm_sd15_v2.ckpt")  # the motion module picked in the tab
     assert sd_hijack.EmbeddingDatabase.reloads == reloads + 1  # the name works in the next prompt at once
     assert [u["choices"] for u in token_export.dropdown_updates("mptok.safetensors")] == \
            [["mptok.safetensors"]] * len(token_export.DROPDOWNS)

@@ -14,7 +14,7 @@ from .train import TokenTrainConfig, TokenTrainer, TokenTrainError
 GUIDANCE_FLAGS = {
     "n_tokens": int, "init_word": str, "lr": float, "optimizer": str, "every_k": int, "pairs": int,
     "lambda_disc": float, "lambda_tv": float, "lambda_drift": float, "disc_loss": str, "x0_mode": str,
-    "grad_clip": float, "start_token": str, "lambda_speed": float,
+    "grad_clip": float, "start_token": str,
 }
 
 
@@ -67,8 +67,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lambda-disc", type=float)
     g.add_argument("--lambda-tv", type=float)
     g.add_argument("--lambda-drift", type=float)
-    g.add_argument("--lambda-speed", type=float, help="keep the scored pairs' flow speed at the prompt alone's "
-                   "(0 = off, the default; the validation reports the speed ratio either way)")
+    g.add_argument("--lambda-speed", type=float, default=d.lambda_speed, help="keep the scored pairs' flow speed at "
+                   "the prompt alone's (0 = off, the default; the validation reports the speed ratio either way)")
     g.add_argument("--disc-loss", choices=["saturating", "non_saturating"])
     g.add_argument("--x0-mode", choices=["cond", "cfg"])
     g.add_argument("--flow-iters", type=int, default=0, help="flow iterations; 0 = the discriminator's own")
@@ -88,7 +88,8 @@ def config_from_args(args) -> TokenTrainConfig:
         val_prompts=args.val_prompts, val_fraction=args.val_fraction, seeds=args.seeds, val_seeds=args.val_seeds,
         val_steps=args.val_steps, sampling_steps=args.sampling_steps, cfg_scale=args.cfg, frames=args.frames,
         size=args.size, guidance=guidance, flow_iters=args.flow_iters, steps=args.steps, batch=args.batch,
-        refresh_every=args.refresh_every, val_every=args.val_every, save_every=args.save_every, seed=args.seed,
+        refresh_every=args.refresh_every, lambda_speed=args.lambda_speed, val_every=args.val_every,
+        save_every=args.save_every, seed=args.seed,
         flow_weights=list(args.flow_weights), allow_download=args.allow_download, device=args.device,
     )
 

@@ -46,6 +46,9 @@ class TokenTrainConfig:
     val_every: int = 25
     save_every: int = 25
     seed: int = 0  # batches and frame pairs
+    #: weight of (log speed - log speed of the prompt alone)^2 over each triple's scored pairs (engine.losses.speed_loss):
+    #: keeps the prompted speed; 0 = off (a token trained for D alone shortened the toy object's travel by ~4 %)
+    lambda_speed: float = 0.0
     seed_base: int = -1  # sampling seeds from here on (validation's 1,000,000 further); -1: the model's world's
     cache_batch: int = 8  # clips per batched sampler call (cache building)
     flow_weights: list[str] = field(default_factory=list)
@@ -77,6 +80,7 @@ class TokenTrainConfig:
             (self.sampling_steps >= 2, "need at least 2 sampling steps"),
             (self.cache_batch >= 1, "cache_batch must be >= 1"),
             (self.memory in ("speed", "balanced", "low"), "memory must be speed, balanced or low"),
+            (self.lambda_speed >= 0, "lambda_speed must be >= 0"),
             ("flow" not in self.guidance, "the flow follows the discriminator; only flow_iters may be set"),
         ]
         for ok, msg in checks:

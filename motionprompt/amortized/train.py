@@ -1,7 +1,7 @@
 """Amortized MotionPrompt: learn the token once, over prompts x seeds x guided timesteps, resumably.
 
 Per-sample guidance optimises a fresh token for one clip at each guided step. Here one token is optimised
-for *all* of them: the loss of an update is the MotionPrompt loss (``engine.guidance.token_loss``: the same
+for *all* of them: the loss of an update is the MotionPrompt loss (``engine.token_loss.token_loss``: the same
 encode -> x0 -> decode pairs -> flow -> D -> loss as an inner iteration) averaged over ``batch`` random
 (prompt, seed, step) triples, with one persistent optimizer (Adam, or the engine's normalized SGD, whose
 step is relative to the token's norm).
@@ -156,7 +156,7 @@ class TokenTrainer:
     def update(self) -> dict:
         """One optimizer update on ``batch`` random (prompt, seed, step) triples of the cache."""
         from ..engine.checkpointing import checkpointed
-        from ..engine.guidance import pair_speed, token_loss, token_step
+        from ..engine.token_loss import pair_speed, token_loss, token_step
 
         cfg, gcfg = self.cfg, self.gcfg
         gen = update_generator(cfg.seed, self.step)
@@ -170,12 +170,12 @@ class TokenTrainer:
             predict = self.backend.predictor(prompt, latents, step, gcfg.x0_mode)
             iteration = self.step * cfg.batch + j
             ref = None
-            if gcfg.lambda_speed > 0:  # the same pairs' speed with the prompt alone: what the token should keep
+            if cfg.lambda_speed > 0:  # the same pairs' speed with the prompt alone: what the token should keep
                 with self.backend.step():
                     ref = pair_speed(host, host.cond_plain, predict, self.flow, gcfg, step, iteration)
             with torch.enable_grad(), self.backend.step(), checkpointed(self._blocks(host)):
                 terms, _pairs = token_loss(host, self.tokens, self.tokens0, predict, self.flow, self.disc.model, gcfg,
-                                           step, iteration, speed_ref=ref)
+                                           step, iteration, speed_ref=ref, lambda_speed=cfg.lambda_speed)
                 (g,) = torch.autograd.grad(terms.total / cfg.batch, [self.tokens])
             grad += g
             for k in sums:
@@ -293,9 +293,9 @@ class TokenTrainer:
                               "sha256": token_file.file_sha256(disc_path) if disc_path and os.path.isfile(disc_path)
                               else None, "arch": self.disc.arch},
             "flow": g.flow.to_dict(),
-            "loss": {k: getattr(g, k) for k in ("lambda_disc", "lambda_tv", "lambda_drift", "lambda_speed", "disc_loss",
-                                                "x0_mode",
-                                                "window_start", "window_end", "every_k", "pairs", "gap_min", "gap_max")},
+            "loss": {**{k: getattr(g, k) for k in ("lambda_disc", "lambda_tv", "lambda_drift", "disc_loss", "x0_mode",
+                                                   "window_start", "window_end", "every_k", "pairs", "gap_min", "gap_max")},
+                     "lambda_speed": self.cfg.lambda_speed},
             "data": {"model": self.backend.info, "prompts": len(self.train_prompts), "held_out_prompts": len(self.val_prompts),
                      "source": self.prompt_source, "seeds_per_prompt": self.cfg.seeds, "sampling_steps": self.cfg.sampling_steps,
                      "cfg_scale": self.cfg.cfg_scale, "frames": self.backend.frames, "size": self.backend.size,

@@ -48,9 +48,6 @@ class GuidanceConfig:
     lambda_disc: float = 1.0
     lambda_tv: float = 0.1  # [ours]; TV in normalized units, see losses.flow_tv
     lambda_drift: float = 0.1  # [ours]; squared L2 summed over the token vectors
-    # [ours] token-train only (0 per sample): keep the scored pairs' mean flow speed at what the prompt alone gives
-    # (losses.speed_loss); a token that only makes motion "more real" to D also shortened the toy object's travel
-    lambda_speed: float = 0.0
     disc_loss: str = "saturating"  # paper: log(1 - D)
     x0_mode: str = "cond"  # paper eq.: eps(z_t, t, c) -> conditional branch only; "cfg" = guided x0
     # flow
@@ -71,8 +68,7 @@ class GuidanceConfig:
             (self.pairs >= 1, "pairs must be >= 1"),
             (1 <= self.gap_min <= self.gap_max, "need 1 <= gap_min <= gap_max"),
             (self.grad_clip >= 0, "grad_clip must be >= 0"),
-            (min(self.lambda_disc, self.lambda_tv, self.lambda_drift, self.lambda_speed) >= 0,
-             "loss weights must be >= 0"),
+            (min(self.lambda_disc, self.lambda_tv, self.lambda_drift) >= 0, "loss weights must be >= 0"),
             (self.disc_loss in DISC_LOSS_FORMS, f"disc_loss must be one of {DISC_LOSS_FORMS}"),
             (self.cond_before in COND_BEFORE, f"cond_before must be one of {COND_BEFORE}"),
             (self.cond_after in COND_AFTER, f"cond_after must be one of {COND_AFTER}"),

@@ -77,11 +77,21 @@ class AnimateDiffMM:
     OUTPUT_BLOCKS = (0,)  # upstream (SD1.5): 0 to 11
 
     def __init__(self):
+        import os
+
         self.ad_params = None
         self.mm = types.SimpleNamespace(enable_gn_hack=lambda: False, is_v2=True)
+        self.script_dir = os.path.dirname(os.path.abspath(__file__))  # upstream: the extension's folder
 
     def set_ad_params(self, ad_params):
         self.ad_params = ad_params
+
+    def get_model_dir(self):
+        """Upstream: ``opts.animatediff_model_path``, else ``<extension>/model`` (``script_dir``)."""
+        import os
+
+        model_dir = shared.opts.data.get("animatediff_model_path", os.path.join(self.script_dir, "model"))
+        return model_dir or os.path.join(self.script_dir, "model")
 
     def inject(self, sd_model, model_name=""):
         if AnimateDiffMM.mm_injected:

@@ -105,12 +105,17 @@ class MotionWrapper(nn.Module):
 
 class AnimateDiffMM:
     def __init__(self):
+        import os
+
         self.mm = None
         self.ad_params = None
         self.gn_hacked = None
+        self.script_dir = os.path.dirname(os.path.abspath(__file__))  # upstream: the extension's folder
 
     def set_ad_params(self, ad_params):
         self.ad_params = ad_params
+
+    get_model_dir = master.AnimateDiffMM.get_model_dir  # the same code on both branches
 
     def load(self, model_name):
         if self.mm is None or self.mm.mm_name != model_name:

@@ -138,3 +138,28 @@ def v1_groupnorm_hack() -> bool:
         return bool(inner.enable_gn_hack()) if inner is not None else False
     except Exception:
         return False
+
+
+#: the motion module AnimateDiff's own Model dropdown starts on when it is there (animatediff_ui.py ``render``)
+PREFERRED_MOTION_MODULE = "mm_sd15_v3.safetensors"
+
+
+def motion_modules() -> list[str]:
+    """AnimateDiff's motion module files as its Model dropdown lists them (animatediff_ui.py ``get_model_list``: every
+    file under ``mm_animatediff.get_model_dir()`` but ``.gitkeep``, relative names), SDXL ones (``xl`` in the name)
+    left out as it does for an SD1.5 checkpoint. Empty when AnimateDiff or its folder is not there."""
+    import os
+
+    mm = getattr(module(), "mm_animatediff", None)
+    try:
+        root = mm.get_model_dir()
+    except Exception:
+        return []
+    if not root or not os.path.isdir(root):
+        return []
+    return sorted(os.path.relpath(os.path.join(folder, name), root) for folder, _dirs, names in os.walk(root)
+                  for name in names if name != ".gitkeep" and "xl" not in name)
+
+
+def default_motion_module(choices: list[str]) -> str | None:
+    return PREFERRED_MOTION_MODULE if PREFERRED_MOTION_MODULE in choices else (choices[0] if choices else None)

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RECORD = "clips.csv"
-RECORD_COLUMNS = ("clip", "prompt", "seed", "frames", "width", "height", "steps", "cfg_scale", "sampler", "model")
+RECORD_COLUMNS = ("clip", "prompt", "seed", "frames", "width", "height", "steps", "cfg_scale", "sampler", "model",
+                  "motion_module")
 _RUNNING = threading.Lock()
 _CURRENT: list = []
 
@@ -52,6 +53,7 @@ class ClipJob:
     cfg_scale: float
     sampler: str
     folder: Path
+    motion_module: str | None = None  # AnimateDiff's "model" (None: AnimateDiff's own default)
     stop: threading.Event = field(default_factory=threading.Event)
     total: int = 0
     existing: int = 0
@@ -89,7 +91,8 @@ class ClipJob:
                         self.phase = f"clip {self.existing + n + 1}/{self.total}: {prompt} (seed {seed})"
                         shared.state.textinfo = f"MotionPrompt clips: {self.phase}"
                         p = animatediff_txt2img(prompt, seed, self.frames, self.width, self.height, self.steps,
-                                                self.cfg_scale, scratch, sampler=self.sampler)
+                                                self.cfg_scale, scratch, sampler=self.sampler,
+                                                motion_module=self.motion_module)
                         p.motionprompt_frames = []
                         processing.process_images(p)
                         if self.stop.is_set() or shared.state.interrupted:  # a clip cut short is not kept
@@ -121,7 +124,8 @@ class ClipJob:
         name = clip_name(prompt, seed)
         rows[name] = {"clip": name, "prompt": prompt, "seed": seed, "frames": self.frames, "width": self.width,
                       "height": self.height, "steps": self.steps, "cfg_scale": self.cfg_scale, "sampler": self.sampler,
-                      "model": getattr(ckpt, "name", None) or getattr(ckpt, "title", None) or ""}
+                      "model": getattr(ckpt, "name", None) or getattr(ckpt, "title", None) or "",
+                      "motion_module": self.motion_module or ""}
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=RECORD_COLUMNS)
         w.writeheader()
@@ -135,7 +139,8 @@ def _lines(text: str) -> list[str]:
     return list(dict.fromkeys(s.strip() for s in (text or "").splitlines() if s.strip() and not s.strip().startswith("#")))
 
 
-def make_job(prompts_text, per_prompt, first_seed, frames, width, height, steps, cfg_scale, sampler, folder) -> ClipJob:
+def make_job(prompts_text, per_prompt, first_seed, frames, width, height, steps, cfg_scale, sampler, motion_module,
+             folder) -> ClipJob:
     prompts = _lines(prompts_text)
     if not prompts:
         raise ValueError("give at least one prompt (one a line)")
@@ -145,7 +150,7 @@ def make_job(prompts_text, per_prompt, first_seed, frames, width, height, steps,
     if not (folder or "").strip():
         raise ValueError("give the folder the clips go to")
     return ClipJob(prompts, int(per_prompt), int(first_seed), int(frames), int(width), int(height), int(steps),
-                   float(cfg_scale), str(sampler), Path(folder.strip()))
+                   float(cfg_scale), str(sampler), Path(folder.strip()), motion_module or None)
 
 
 def status_html(job: ClipJob) -> str:
@@ -220,6 +225,8 @@ def sampler_names() -> list[str]:
 def section(default_prompts: str):
     import gradio as gr
 
+    from . import animatediff
+
     with gr.Row():
         with gr.Column():
             gr.HTML("<p><b>Generated clips</b>: AnimateDiff videos of the checkpoint and motion module loaded now, "
@@ -238,6 +245,10 @@ def section(default_prompts: str):
                 names = sampler_names()
                 sampler = gr.Dropdown(choices=names, value="Euler a" if "Euler a" in names else names[0],
                                       label="Sampler", elem_id="motionprompt_clips_sampler")
+                modules = animatediff.motion_modules()
+                motion_module = gr.Dropdown(choices=modules, value=animatediff.default_motion_module(modules),
+                                            label="Motion module", elem_id="motionprompt_clips_motion_module",
+                                            info="AnimateDiff's (its model folder)")
             folder = gr.Textbox(label="Folder (the discriminator's generated videos)", value=default_folder(),
                                 elem_id="motionprompt_clips_folder")
             with gr.Row():
@@ -247,5 +258,5 @@ def section(default_prompts: str):
             status = gr.HTML(elem_id="motionprompt_clips_status")
             gallery = gr.Gallery(label="Newest clip: first, middle, last frame", elem_id="motionprompt_clips_preview")
     make.click(fn=start, inputs=[prompts, per_prompt, first_seed, frames, width, height, steps, cfg_scale, sampler,
-                                 folder], outputs=[status, gallery])
+                                 motion_module, folder], outputs=[status, gallery])
     stop.click(fn=interrupt, inputs=[], outputs=[])

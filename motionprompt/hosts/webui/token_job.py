@@ -42,6 +42,7 @@ class TokenJob:
     size: int
     level: str = "auto"
     overwrite: bool = False
+    motion_module: str | None = None  # AnimateDiff's "model" for the carrier (None: AnimateDiff's own default)
     stop: threading.Event = field(default_factory=threading.Event)
     phase: str = "starting"
     step: int = 0
@@ -67,7 +68,8 @@ class TokenJob:
         prompts = read_prompts(self.cfg.prompts)
         with tempfile.TemporaryDirectory(prefix="motionprompt_carrier_") as scratch:  # AnimateDiff's GIF of it
             self.p = animatediff_txt2img(prompts[0], max(self.cfg.seed_base, 0), self.frames, self.size, self.size,
-                                         CARRIER_STEPS, self.cfg.cfg_scale, scratch, sampler="Euler")
+                                         CARRIER_STEPS, self.cfg.cfg_scale, scratch, sampler="Euler",
+                                         motion_module=self.motion_module)
             _JOBS.append(self)
             try:
                 processing.process_images(self.p)

@@ -23,8 +23,8 @@ def _lines(text: str) -> list[str]:
     return list(dict.fromkeys(s.strip() for s in (text or "").splitlines() if s.strip() and not s.strip().startswith("#")))
 
 
-def make_job(disc_name, name, prompts_text, seeds, val_fraction, steps, batch, lr, sampling_steps, cfg_scale, frames,
-             size, memory, refresh_every, seed, resume, overwrite):
+def make_job(disc_name, motion_module, name, prompts_text, seeds, val_fraction, steps, batch, lr, sampling_steps,
+             cfg_scale, frames, size, memory, refresh_every, seed, resume, overwrite):
     """A ``TokenJob`` from the section's values, or ValueError saying what to change. The prompts are written into
     the run's folder when it starts; resuming with other prompts is refused (they are part of the run)."""
     from ...amortized.config import TokenTrainConfig
@@ -56,7 +56,8 @@ def make_job(disc_name, name, prompts_text, seeds, val_fraction, steps, batch, l
         from ...files.atomic import write_text
 
         write_text(prompts_file, "\n".join(prompts) + "\n")
-    return TokenJob(cfg, disc, frames=int(frames), size=int(size), overwrite=bool(overwrite))
+    return TokenJob(cfg, disc, frames=int(frames), size=int(size), overwrite=bool(overwrite),
+                    motion_module=motion_module or None)
 
 
 def run_job(job, export: bool = True) -> None:
@@ -178,6 +179,7 @@ def section():
     exported, refreshes the accordion's token lists (txt2img, img2img: built before extension tabs)."""
     import gradio as gr
 
+    from . import animatediff
     from .token_export import DROPDOWNS, dropdown_updates
 
     with gr.Row():
@@ -191,6 +193,10 @@ def section():
                                    label="Discriminator", elem_id="motionprompt_token_disc")
                 widgets.refresh_keeping(disc, widgets.list_discriminators,
                                         lambda c: widgets.newest(c, paths.models_dir()), "motionprompt_token_disc_refresh")
+                modules = animatediff.motion_modules()
+                motion_module = gr.Dropdown(choices=modules, value=animatediff.default_motion_module(modules),
+                                            label="Motion module", elem_id="motionprompt_token_motion_module",
+                                            info="AnimateDiff's; the token is trained for it and this checkpoint")
                 name = gr.Textbox(label="Token name (the prompt word)", value="motionprompt",
                                   elem_id="motionprompt_token_name")
             prompts = gr.Textbox(label="Prompts (one a line; a share is held out for validation)", lines=6,
@@ -223,7 +229,7 @@ def section():
         with gr.Column():
             status = gr.HTML(elem_id="motionprompt_token_status")
             chart = gr.Plot(label="Loss and held-out D", elem_id="motionprompt_token_plot")
-    inputs = [disc, name, prompts, seeds, val_fraction, steps, batch, lr, sampling_steps, cfg_scale, frames, size,
+    inputs = [disc, motion_module, name, prompts, seeds, val_fraction, steps, batch, lr, sampling_steps, cfg_scale, frames, size,
               memory, refresh_every, seed, resume, overwrite]
     dropdowns = list(DROPDOWNS.values())
 

@@ -24,11 +24,13 @@ def script_of(runner, title: str):
 
 
 def animatediff_txt2img(prompt: str, seed: int, frames: int, width: int, height: int, steps: int, cfg_scale: float,
-                        outdir: str, sampler: str = "Euler", negative_prompt: str = "", animatediff: dict | None = None):
+                        outdir: str, sampler: str = "Euler", negative_prompt: str = "", motion_module: str | None = None,
+                        animatediff: dict | None = None):
     """A ``StableDiffusionProcessingTxt2Img`` for one ``frames``-frame clip with AnimateDiff on (context batch size =
     the video length: the whole clip is one UNet batch) and MotionPrompt off; the caller runs it with
     ``processing.process_images``. The WebUI saves no image of it; AnimateDiff insists on one video format
     (``AnimateDiffProcess._check``) and writes it under ``<outdir>/AnimateDiff/<date>/``: give a folder you clear.
+    ``motion_module``: AnimateDiff's "model" (its API dict defaults to mm_sd15_v3.safetensors, not the UI's pick);
     ``animatediff``: more of AnimateDiff's API keys."""
     from modules import processing, scripts, shared
 
@@ -42,7 +44,7 @@ def animatediff_txt2img(prompt: str, seed: int, frames: int, width: int, height:
     args = [getattr(c, "value", None) for c in runner.inputs]
     args[0] = 0
     args[ad.args_from] = {"enable": True, "video_length": int(frames), "batch_size": int(frames), "format": ["GIF"],
-                          **(animatediff or {})}
+                          **({"model": motion_module} if motion_module else {}), **(animatediff or {})}
     ours = script_of(runner, "MotionPrompt")
     if ours is not None:
         args[ours.args_from] = {"enabled": False}
