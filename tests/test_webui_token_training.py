@@ -276,3 +276,31 @@ def test_tab_refuses_to_mix_runs(tmp_path, monkeypatch):
     assert job.status == "done" and job.rows[-1]["step"] == 2 and len(job.rows) == 2  # continued, not restarted
     text = "".join(t for t, _f, _j in token_tab.start(*_values(ui, prompts_text="one prompt")))
     assert "at least two prompts" in text
+
+
+def test_interrupt_while_the_latents_are_sampled_stops_at_once_and_saves_nothing(tmp_path, monkeypatch):
+    ui = _webui(tmp_path)
+    from modules import shared
+
+    from motionprompt.hosts.webui import token_tab
+
+    monkeypatch.setattr(shared.cmd_opts, "embeddings_dir", str(tmp_path / "embeddings"), raising=False)
+    job = token_tab.make_job(*_values(ui))
+    real = job._sampled
+
+    def interrupt_after_first_clip(done, total):
+        real(done, total)
+        if done == 1:
+            token_tab._CURRENT[:] = [job]
+            token_tab.interrupt()
+
+    job._sampled = interrupt_after_first_clip
+    token_tab.run_job(job)
+    assert job.status == "stopped" and job.error is None and not job.rows and job.exported is None
+    assert "nothing was saved" in token_tab.status_html(job)
+    assert not (tmp_path / "models" / "MotionPrompt" / "tokens" / "mptok" / "state.safetensors").exists()
+    token_tab._CURRENT.clear()
+    shared.state.__init__()
+    job = token_tab.make_job(*_values(ui))  # no Resume needed: there is nothing to resume
+    token_tab.run_job(job, export=False)
+    assert job.status == "done", job.error

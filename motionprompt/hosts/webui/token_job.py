@@ -115,7 +115,10 @@ class TokenJob:
                 self.seconds = trainer.seconds
                 self.token = Path(cfg.out) / f"{cfg.name}{token_file.SUFFIX}"
                 self.messages += backend.notes()
-        except (TokenTrainError, ValueError, OSError, InterruptedError) as exc:
+        except InterruptedError as exc:  # while sampling the latents: nothing to save yet, the next run starts over
+            self.status = "stopped"
+            self.messages.append(str(exc))
+        except (TokenTrainError, ValueError, OSError) as exc:
             self.error = str(exc)
         except Exception as exc:  # shown in the tab; the carrier still finishes
             log.exception("MotionPrompt token training failed")

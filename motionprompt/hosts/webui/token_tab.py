@@ -115,8 +115,12 @@ def start(*values):
 
 
 def interrupt() -> None:
+    """After the current update (saved); while the latents are sampled, at once (the WebUI's interrupt)."""
+    from modules import shared
+
     for job in list(_CURRENT):
         job.stop.set()
+        shared.state.interrupt()
 
 
 def _f(v) -> str:
@@ -136,6 +140,9 @@ def status_html(job) -> str:
     if job.status is None:
         now = f"update {job.step}/{job.total}, loss {last['loss']:.4f}" if last else job.phase
         return f"<p>{html.escape(now)}</p>{notes}"
+    if job.status == "stopped" and not job.rows:
+        return ("<p><b>Interrupted</b> before the first update; nothing was saved. Press <i>Train token</i> to start "
+                f"again.</p>{notes}")
     head = "Done" if job.status == "done" else "Interrupted"
     resume = " Tick <i>Resume</i> and press Train to continue." if job.status == "stopped" else ""
     where = getattr(job, "exported", None)
