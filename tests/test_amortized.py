@@ -246,3 +246,53 @@ def test_speed_term_keeps_the_prompted_speed_the_discriminator_would_change(tmp_
     assert abs(shift_held) < 0.5 * abs(shift_free), (shift_free, shift_held)
     assert all(r["speed"] == 0 for r in free.history) and any(r["speed"] > 0 for r in held.history)
     assert token_file.load_token(tmp_path / "50.0" / "run" / "motionprompt.safetensors").meta["loss"]["lambda_speed"] == 50.0
+
+
+@pytest.mark.diffusers
+def test_a_run_that_fails_keeps_its_finished_updates_and_resumes_to_the_same_token(tmp_path, prompts_file,
+                                                                                     one_torch_thread):
+    """Out of memory or a host error at update 3 (no periodic save since the start): the two finished updates are
+    saved before the error is raised, and the next run continues to the token an uninterrupted run ends with."""
+    kw = {"steps": 5, "save_every": 100}
+    straight = TokenTrainer(planted_cfg(tmp_path / "a", prompts_file, **kw), disc=planted_disc(),
+                            source=planted_source(), log=lambda m: None)
+    assert straight.run() == "done"
+    failing = TokenTrainer(planted_cfg(tmp_path / "b", prompts_file, **kw), disc=planted_disc(), source=planted_source(),
+                           log=lambda m: None)
+    real = failing.update
+
+    def update():
+        if failing.step == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real()
+
+    failing.update = update
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        failing.run()
+    resumed = TokenTrainer(planted_cfg(tmp_path / "b", prompts_file, **kw), disc=planted_disc(),
+                           source=planted_source(), log=lambda m: None)
+    assert resumed.step == 2 and [r["step"] for r in resumed.history] == [1, 2]
+    assert resumed.run() == "done"
+    assert torch.equal(resumed.tokens, straight.tokens)
+
+
+@pytest.mark.diffusers
+def test_a_failure_during_validation_keeps_the_update_it_followed(tmp_path, prompts_file, one_torch_thread):
+    kw = {"steps": 3, "save_every": 100, "val_every": 2}
+    failing = TokenTrainer(planted_cfg(tmp_path, prompts_file, **kw), disc=planted_disc(), source=planted_source(),
+                           log=lambda m: None)
+    real = failing.validate
+
+    def validate(tokens):
+        if failing.step == 2:
+            raise RuntimeError("host error during validation")
+        return real(tokens)
+
+    failing.validate = validate
+    with pytest.raises(RuntimeError, match="validation"):
+        failing.run()
+    resumed = TokenTrainer(planted_cfg(tmp_path, prompts_file, **kw), disc=planted_disc(), source=planted_source(),
+                           log=lambda m: None)
+    assert resumed.step == 2 and [r["step"] for r in resumed.history] == [1, 2]
+    assert resumed.history[-1].get("val_d") is None  # the row of the update whose validation failed
+    assert torch.equal(resumed.tokens, failing.tokens.detach())

@@ -116,6 +116,7 @@ class TokenTrainer:
         self.tokens = self.tokens0.clone().requires_grad_(True)
         self.opt = torch.optim.Adam([self.tokens], lr=gcfg.lr) if gcfg.optimizer == "adam" else None
         self.step = 0
+        self._saved_step = 0  # the update the state file holds
         self.seconds = 0.0
         self.history: list[dict] = []
         self.baseline: dict = {}
@@ -245,31 +246,50 @@ class TokenTrainer:
                      f"with '{self.gcfg.init_word}' {_fmt(self.baseline['d_init'])}")
         status = "done"
         t_last = time.perf_counter()
-        while self.step < cfg.steps:
-            if stop():
-                status = "stopped"
-                break
-            if cfg.refresh_every and self.step and self.step % cfg.refresh_every == 0:
-                self.cache_tokens = self.tokens.detach().cpu().clone()
-                self.build_caches()
-            row = self.update()
-            if self.step % cfg.val_every == 0 or self.step == cfg.steps:
-                row["val_d"], speed = self.validate(self.tokens)
-                plain = self.baseline.get("speed_plain")
-                row["val_speed"] = speed / plain if speed is not None and plain else None
-            now = time.perf_counter()
-            self.seconds += now - t_last
-            t_last = now
-            row["seconds"] = self.seconds
-            self.history.append(row)
-            self._append_log(row)
-            if progress:
-                progress(self.step, cfg.steps, row)
-            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
-                self.save()
+        row: dict | None = None
+        try:
+            while self.step < cfg.steps:
+                if stop():
+                    status = "stopped"
+                    break
+                if cfg.refresh_every and self.step and self.step % cfg.refresh_every == 0:
+                    self.cache_tokens = self.tokens.detach().cpu().clone()
+                    self.build_caches()
+                row = self.update()
+                if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                    row["val_d"], speed = self.validate(self.tokens)
+                    plain = self.baseline.get("speed_plain")
+                    row["val_speed"] = speed / plain if speed is not None and plain else None
+                now = time.perf_counter()
+                self.seconds += now - t_last
+                t_last = now
+                row["seconds"] = self.seconds
+                self.history.append(row)
+                self._append_log(row)
+                if progress:
+                    progress(self.step, cfg.steps, row)
+                if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                    self.save()
+        except BaseException:  # out of memory, a host error...: the updates done so far are kept, then it is raised
+            self._save_after_failure(row)
+            raise
         if status == "stopped":
             self.save()
         return status
+
+    def _save_after_failure(self, row: dict | None) -> None:
+        """Save the state of the last whole update (an update either finished, tokens and optimizer moved, or did
+        not touch them), so the run resumes from there instead of from the last periodic save."""
+        if self.step == self._saved_step:
+            return
+        if row is not None and row.get("step") == self.step and (not self.history or self.history[-1] is not row):
+            row.setdefault("seconds", self.seconds)  # it failed between the update and its log row (validation)
+            self.history.append(row)
+        try:
+            self.save()
+            self.log(f"saved at update {self.step} after the error below; run again to continue")
+        except Exception as exc:  # the error that stopped the run is the one to see
+            self.log(f"could not save after the error ({type(exc).__name__}: {exc})")
 
     # ------------------------------------------------------------------ files
     def last_validation(self) -> dict:
@@ -329,6 +349,7 @@ class TokenTrainer:
                 "note": "MotionPrompt amortized token training state for resuming; the token is the .safetensors "
                         "beside it"}
         save_safetensors(tensors, meta, self.state_path)
+        self._saved_step = self.step
         self._write_log()
         path = self.export()
         return path
@@ -357,6 +378,7 @@ class TokenTrainer:
             self.opt.load_state_dict({"state": {0: state}, "param_groups": json.loads(meta["opt_groups"])})
         self.cache_tokens = tensors.get("cache_tokens")
         self.step, self.seconds = int(meta["step"]), float(meta.get("seconds", 0.0))
+        self._saved_step = self.step
         self.history = json.loads(meta["history"])
         self.baseline = json.loads(meta["baseline"])
         self._write_log()  # drops rows logged after this state was saved

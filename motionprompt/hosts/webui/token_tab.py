@@ -129,7 +129,9 @@ def _f(v) -> str:
 
 def status_html(job) -> str:
     if job.error:
-        return f"<p class='motionprompt-error'><b>Token training failed:</b> {html.escape(job.error)}</p>"
+        kept = (f" The {job.rows[-1]['step']} finished update(s) are saved: tick <i>Resume</i> to continue."
+                if job.rows else "")
+        return f"<p class='motionprompt-error'><b>Token training failed:</b> {html.escape(job.error)}.{kept}</p>"
     rows = job.rows
     last = rows[-1] if rows else {}
     vals = [r for r in rows if r.get("val_d") is not None]
