@@ -276,6 +276,8 @@ def test_tab_refuses_to_mix_runs(tmp_path, monkeypatch):
     assert job.status == "done" and job.rows[-1]["step"] == 2 and len(job.rows) == 2  # continued, not restarted
     text = "".join(t for t, _f, _j in token_tab.start(*_values(ui, prompts_text="one prompt")))
     assert "at least two prompts" in text
+    text = "".join(t for t, _f, _j in token_tab.start(*_values(ui, disc_name="gone.safetensors")))
+    assert "gone.safetensors not found" in text
 
 
 def test_interrupt_while_the_latents_are_sampled_stops_at_once_and_saves_nothing(tmp_path, monkeypatch):

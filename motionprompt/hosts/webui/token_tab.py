@@ -33,6 +33,8 @@ def make_job(disc_name, motion_module, name, prompts_text, seeds, val_fraction, 
     if not disc_name:
         raise ValueError(f"pick a discriminator (train one above, or put a .safetensors file in {paths.models_dir()})")
     disc = paths.resolve_discriminator(disc_name)
+    if not disc.is_file():
+        raise ValueError(f"discriminator {disc} not found (🔄 refreshes the list)")
     prompts = _lines(prompts_text)
     if len(prompts) < 2:
         raise ValueError("give at least two prompts (one a line): some are held out for validation")
