@@ -56,33 +56,38 @@ def _weights(path, keys):
     return path
 
 
-def test_webui_checkpoints_motion_modules_and_pickles_are_refused_with_what_to_pass(tmp_path, capsys):
-    """token-train and generate take diffusers folders; a WebUI user's files get one message naming the flags, the
-    folders they take and the tab that trains a token on those files as they are — before anything loads."""
+def test_webui_files_are_told_apart_by_their_keys_and_pickles_are_refused_with_what_to_pass(tmp_path, capsys):
+    """A WebUI checkpoint goes to the single-file kind (not the toy kind, which took any .safetensors), a motion module
+    is recognised as one, and a pickle is never opened: one message, before anything loads, says to use the
+    .safetensors version. (Loading the files: tests/test_single_file.py.)"""
     from motionprompt.cli.main import main
-    from motionprompt.hosts.diffusers.sources import load_source, single_file_kind
+    from motionprompt.hosts.diffusers.sources import load_source, single_file_kind, source_kind
 
     ckpt = _weights(tmp_path / "v1-5-pruned.safetensors", ["model.diffusion_model.input_blocks.0.0.weight",
-                                                           "first_stage_model.decoder.conv_in.weight"])
+                                                           "first_stage_model.decoder.conv_in.weight",
+                                                           "cond_stage_model.transformer.text_model.final_layer_norm.weight"])
+    sdxl = _weights(tmp_path / "sdxl.safetensors", ["model.diffusion_model.input_blocks.0.0.weight",
+                                                    "conditioner.embedders.0.transformer.text_model.x"])
     mm = _weights(tmp_path / "mm_sd15_v3.safetensors",
                   ["down_blocks.0.motion_modules.0.temporal_transformer.proj_in.weight"])
     pickle = tmp_path / "model.ckpt"
     pickle.write_bytes(b"not read")
-    assert [single_file_kind(str(p)) for p in (ckpt, mm, pickle, tmp_path)] == ["sd", "motion module", "pickle", None]
+    assert [single_file_kind(str(p)) for p in (ckpt, sdxl, mm, pickle, tmp_path)] == [
+        "sd", "sd other", "motion module", "pickle", None]
     assert single_file_kind("motionprompt/toy/weights/toy_model.safetensors") is None  # the toy model still loads
-    with pytest.raises(ValueError, match="single-file Stable Diffusion checkpoint") as exc:
-        load_source(str(ckpt))
-    assert "--motion-adapter DIR" in str(exc.value) and "MotionPrompt tab" in str(exc.value)
-    with pytest.raises(ValueError, match="never loaded"):
+    assert source_kind(str(ckpt)).name == "sd1.5 single file" and source_kind(str(mm)) is None
+    assert source_kind("motionprompt/toy/weights/toy_model.safetensors").name == "toy"
+    with pytest.raises(ValueError, match="never loaded") as exc:
         load_source(str(pickle))
-    for argv in (["token-train", "--disc", "D.safetensors", "--model", str(ckpt), "--motion-adapter", str(mm),
+    assert ".safetensors version" in str(exc.value) and "MotionPrompt tab" in str(exc.value)
+    for argv in (["token-train", "--disc", "D.safetensors", "--model", str(ckpt), "--motion-adapter", str(pickle),
                   "--out", str(tmp_path / "t")],
-                 ["generate", "--model", str(ckpt), "--motion-adapter", str(mm), "--no-guidance",
+                 ["generate", "--model", str(pickle), "--motion-adapter", str(mm), "--no-guidance",
                   "--out", str(tmp_path / "g")]):
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert "single-file Stable Diffusion checkpoint" in err and "Motion token section" in err, err
+        assert "a pickle file (.ckpt/.pt/.pth/.bin) is never loaded" in err and "--config DIR" in err, err
     assert main(["generate", "--model", "tiny", "--motion-adapter", str(mm), "--no-guidance",
                  "--out", str(tmp_path / "g")]) == 2
-    assert "AnimateDiff motion module file" in capsys.readouterr().err
+    assert "tiny brings its own motion layers" in capsys.readouterr().err
     assert not (tmp_path / "t").exists() and not (tmp_path / "g").exists()  # refused before any work

@@ -22,10 +22,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     d = TokenTrainConfig(disc="")
     p.add_argument("--disc", required=True, help="guiding discriminator .safetensors (its flow settings are used)")
     p.add_argument("--model", default=d.model, help='"toy" (the shipped toy model), a toy model .safetensors, '
-                   '"tiny" (random, for tests), a diffusers AnimateDiff folder, or an SD1.5 diffusers folder with '
-                   '--motion-adapter (a WebUI checkpoint file is refused with what to pass; or use the WebUI tab)')
-    p.add_argument("--motion-adapter", default="", help="diffusers MotionAdapter folder, when --model is a plain "
-                   "SD1.5 diffusers folder")
+                   '"tiny" (random, for tests), a single-file SD1.5 checkpoint .safetensors (the WebUI\'s; with '
+                   '--motion-adapter and --config), a diffusers AnimateDiff folder, or an SD1.5 diffusers folder with '
+                   '--motion-adapter')
+    p.add_argument("--motion-adapter", default="", help="AnimateDiff motion module .safetensors (the WebUI's) or "
+                   "diffusers MotionAdapter folder, when --model is an SD1.5 checkpoint file or diffusers folder")
+    p.add_argument("--config", dest="model_config", default="", help="SD1.5's diffusers configs and CLIP tokenizer, no "
+                   "weights (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/), for a single-file "
+                   "--model; default: a local Hugging Face cache of stable-diffusion-v1-5 if it holds them. Nothing "
+                   "is downloaded")
     p.add_argument("--out", default=d.out, help="folder for state.safetensors (resume), log.csv and the token; "
                    "an existing state there is continued")
     p.add_argument("--name", default=d.name, help="name of the exported embedding = the word that triggers it in a "
@@ -84,6 +89,7 @@ def config_from_args(args) -> TokenTrainConfig:
         guidance["gap_min"], guidance["gap_max"] = args.gap
     return TokenTrainConfig(
         disc=args.disc, out=args.out, name=args.name, model=args.model, motion_adapter=args.motion_adapter,
+        model_config=args.model_config,
         prompts=args.prompts,
         val_prompts=args.val_prompts, val_fraction=args.val_fraction, seeds=args.seeds, val_seeds=args.val_seeds,
         val_steps=args.val_steps, sampling_steps=args.sampling_steps, cfg_scale=args.cfg, frames=args.frames,

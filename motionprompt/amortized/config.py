@@ -24,9 +24,10 @@ class TokenTrainConfig:
     disc: str  # guiding discriminator .safetensors (its flow settings are used)
     out: str = "outputs/token"  # folder: state, log, exported token
     name: str = "motionprompt"  # the exported embedding's name: the word that triggers it in a WebUI prompt
-    model: str = "toy"  # "toy" (shipped toy model), a toy model .safetensors, "tiny" (random), or a diffusers folder
+    model: str = "toy"  # "toy", a toy model .safetensors, "tiny" (random), an SD1.5 single file or a diffusers folder
     model_id: str = ""  # what else identifies the model, for resume (the WebUI tab: its checkpoint and motion module)
-    motion_adapter: str = ""  # a diffusers MotionAdapter folder, when ``model`` is a plain SD1.5 diffusers folder
+    motion_adapter: str = ""  # a motion module file or MotionAdapter folder, for an SD1.5 checkpoint file or folder
+    model_config: str = ""  # SD1.5's diffusers configs folder for a single-file ``model`` ("": a local HF cache's)
     prompts: str = ""  # text file, one prompt a line; "" = the toy world's guiding-split captions
     val_prompts: str = ""  # text file of held-out prompts; "" = a spread-out part of the training prompts
     val_fraction: float = 0.15  # held out of the prompts when no val_prompts file is given
@@ -107,5 +108,9 @@ class TokenTrainConfig:
             d["model"] = os.path.abspath(self.model)
         d["disc"] = os.path.abspath(self.disc) if self.disc else ""
         d["motion_adapter"] = os.path.abspath(self.motion_adapter) if self.motion_adapter else ""
+        if self.model_config:  # absent when unset, so runs saved before the field existed still resume
+            d["model_config"] = os.path.abspath(self.model_config)
+        else:
+            d.pop("model_config")
         d["guidance"] = self.guidance_config().to_dict()
         return json.loads(json.dumps(d, sort_keys=True, default=str))

@@ -15,10 +15,11 @@ from .config import TokenTrainConfig, TokenTrainError
 
 # --------------------------------------------------------------------------------------------- inputs
 def load_video_model(spec: str, frames: int = 16, size: int = 64, device: str = "cpu",
-                     motion_adapter: str | None = None) -> ModelSource:
-    """``--model`` as ``evaluate``/``generate`` read it: a registered kind ("toy", a toy model file, "tiny") or a
-    diffusers folder, with ``motion_adapter`` for a plain SD1.5 one (``hosts.diffusers.sources``)."""
-    return load_source(spec, frames, size, device, motion_adapter=motion_adapter or None)
+                     motion_adapter: str | None = None, config: str | None = None) -> ModelSource:
+    """``--model`` as ``evaluate``/``generate`` read it: a registered kind ("toy", a toy model file, "tiny", a
+    single-file SD1.5 checkpoint with ``motion_adapter`` and ``config``) or a diffusers folder, with
+    ``motion_adapter`` for a plain SD1.5 one (``hosts.diffusers.sources``)."""
+    return load_source(spec, frames, size, device, motion_adapter=motion_adapter or None, config=config or None)
 
 
 def read_prompts(path: str | os.PathLike) -> list[str]:

@@ -85,8 +85,14 @@ def _disc_flow(cfg, args, disc_flow, notes: list) -> None:
 
 def _add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="tiny", help='"toy" (the shipped toy-world model), a toy model .safetensors, '
-                   '"tiny" (random, for tests) or a diffusers AnimateDiff folder')
-    p.add_argument("--motion-adapter", help="MotionAdapter folder when --model is a plain SD1.5 folder")
+                   '"tiny" (random, for tests), a single-file SD1.5 checkpoint .safetensors (the WebUI\'s; with '
+                   '--motion-adapter and --config), a diffusers AnimateDiff folder, or an SD1.5 diffusers folder with '
+                   '--motion-adapter')
+    p.add_argument("--motion-adapter", help="AnimateDiff motion module .safetensors (the WebUI's) or diffusers "
+                   "MotionAdapter folder, when --model is an SD1.5 checkpoint file or a plain SD1.5 diffusers folder")
+    p.add_argument("--config", help="SD1.5's diffusers configs and CLIP tokenizer, no weights (model_index.json, unet/, "
+                   "vae/, text_encoder/, tokenizer/, scheduler/), for a single-file --model; default: a local Hugging "
+                   "Face cache of stable-diffusion-v1-5 if it holds them. Nothing is downloaded")
     p.add_argument("--prompt", default=None, help="default: a toy-world caption for toy models, else a fox")
     p.add_argument("--negative", default="")
     p.add_argument("--frames", type=int, default=None, help="default: the toy model's frames (16), else 16")
@@ -139,7 +145,8 @@ def run_generate(args, wrap_guide=None) -> dict:
     out = Path(args.out)
     notes = []
     defaults = dict(DEFAULTS)
-    source = load_source(args.model, device=args.device, motion_adapter=args.motion_adapter)
+    source = load_source(args.model, device=args.device, motion_adapter=args.motion_adapter,
+                         config=getattr(args, "config", None))
     model = source.model
     defaults.update(source.sampling)  # a toy model brings its own prompt, size, frames, steps and scale
     notes.extend(source.notes)

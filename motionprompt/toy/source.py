@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 
+from ..hosts.diffusers import sources
 from ..hosts.diffusers.sources import ModelSource, SourceKind, World, register_source, register_world
 
 #: what ``truth.clip_truth`` measures (``ClipTruth``'s fields)
@@ -15,7 +16,8 @@ TRUTH_KEYS = ("visible_frac", "direction_ok", "displacement", "off_axis", "speed
 
 
 def _is_toy(spec: str) -> bool:
-    return spec == "toy" or spec.endswith(".safetensors")
+    """"toy", or a ``.safetensors`` that is not a WebUI file (an SD checkpoint or motion module: their own kinds)."""
+    return spec == "toy" or (spec.endswith(".safetensors") and sources.single_file_kind(spec) is None)
 
 
 def _file(spec: str):

@@ -107,14 +107,15 @@ def sd15_random_model(seed: int = 0, motion_layers: bool = True) -> VideoModel:
     return VideoModel(unet, vae, text, tok, ddim_scheduler(), name="sd15-random")
 
 def load_model(folder: str | os.PathLike, motion_adapter: str | None = None) -> VideoModel:
-    """A diffusers AnimateDiff folder (unet = UNetMotionModel), or an SD1.5 folder plus a MotionAdapter."""
-    from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+    """A diffusers AnimateDiff folder (unet = UNetMotionModel), or an SD1.5 folder plus a motion adapter (a MotionAdapter
+    folder or an AnimateDiff motion module file, ``load_motion_adapter``)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNetMotionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     folder = os.fspath(folder)
     if motion_adapter:
         unet2d = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
-        unet = UNetMotionModel.from_unet2d(unet2d, MotionAdapter.from_pretrained(motion_adapter))
+        unet = UNetMotionModel.from_unet2d(unet2d, load_motion_adapter(motion_adapter))
     else:
         unet = UNetMotionModel.from_pretrained(folder, subfolder="unet")
     vae = AutoencoderKL.from_pretrained(folder, subfolder="vae")
@@ -127,3 +128,84 @@ def load_model(folder: str | os.PathLike, motion_adapter: str | None = None) -> 
     for m in (unet, vae, text):
         m.eval()
     return VideoModel(unet, vae, text, tok, sched, name=os.path.basename(folder.rstrip("/")))
+
+
+def load_single_file(checkpoint: str | os.PathLike, motion_adapter: str | os.PathLike,
+                     config: str | os.PathLike) -> VideoModel:
+    """A single-file SD1.5 checkpoint (LDM keys, the WebUI's models/Stable-diffusion) with an AnimateDiff motion module
+    (a ``.safetensors`` file or a diffusers MotionAdapter folder), through diffusers' single-file loaders, offline:
+    ``config`` is a local folder of SD1.5's diffusers configs and CLIP tokenizer (no weights), so nothing is fetched.
+    Sampling uses DDIM with AnimateDiff's published betas (``ddim_scheduler``), not SD1.5's scaled-linear ones."""
+    from diffusers import StableDiffusionPipeline, UNetMotionModel
+
+    pipe = StableDiffusionPipeline.from_single_file(
+        os.fspath(checkpoint), config=os.fspath(config), local_files_only=True, safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False)
+    adapter = load_motion_adapter(motion_adapter)
+    if tuple(adapter.config.block_out_channels) != tuple(pipe.unet.config.block_out_channels):
+        raise ValueError(f"motion module {os.fspath(motion_adapter)} has blocks of {list(adapter.config.block_out_channels)} "
+                         f"channels, the checkpoint's UNet {list(pipe.unet.config.block_out_channels)}: not a motion "
+                         "module for this model (an SDXL one?)")
+    unet = UNetMotionModel.from_unet2d(pipe.unet, adapter)
+    for m in (unet, pipe.vae, pipe.text_encoder):
+        m.eval()
+    return VideoModel(unet, pipe.vae, pipe.text_encoder, HFTokenizer(pipe.tokenizer), ddim_scheduler(),
+                      name=os.path.splitext(os.path.basename(os.fspath(checkpoint)))[0])
+
+
+def motion_adapter_config(path: str | os.PathLike) -> dict:
+    """A ``MotionAdapter`` config read off an AnimateDiff motion module file's header (keys and shapes only): block
+    widths, motion layers per block, transformer layers, the mid block, the positional-encoding length. Heads (8) and
+    norm groups (32) are not in the weights: every SD1.5 module (v1, v2, v3) uses those."""
+    import re
+
+    from safetensors import safe_open
+
+    with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118  safe_open has no __iter__
+    if any(k.startswith("controlnet_cond_embedding") for k in shapes):
+        raise ValueError(f"{os.fspath(path)} is a SparseCtrl module, not a motion module")
+
+    def indices(pattern: str) -> list[int]:
+        return sorted({int(m.group(1)) for k in shapes if (m := re.match(pattern, k))})
+
+    blocks = indices(r"down_blocks\.(\d+)\.motion_modules\.")
+    if not blocks:
+        raise ValueError(f"{os.fspath(path)}: no down_blocks.*.motion_modules.* weights (not an AnimateDiff motion module)")
+    widths = [shapes[f"down_blocks.{i}.motion_modules.0.temporal_transformer.norm.weight"][0] for i in blocks]
+    pe = [s for k, s in shapes.items() if k.endswith("pos_encoder.pe")]
+    mid = indices(r"mid_block\.motion_modules\.(\d+)\.")
+    cfg = {
+        "block_out_channels": widths,
+        "motion_layers_per_block": len(indices(r"down_blocks\.0\.motion_modules\.(\d+)\.")),
+        "motion_transformer_layers_per_block": len(indices(
+            r"down_blocks\.0\.motion_modules\.0\.temporal_transformer\.transformer_blocks\.(\d+)\.")),
+        "motion_num_attention_heads": 8,
+        "motion_norm_num_groups": 32,
+        "motion_max_seq_length": pe[0][1] if pe else 32,
+        "use_motion_mid_block": bool(mid),
+    }
+    if mid:
+        cfg["motion_mid_block_layers_per_block"] = len(mid)
+        cfg["motion_transformer_layers_per_mid_block"] = len(indices(
+            r"mid_block\.motion_modules\.0\.temporal_transformer\.transformer_blocks\.(\d+)\."))
+    return cfg
+
+
+def load_motion_adapter(path: str | os.PathLike):
+    """A diffusers ``MotionAdapter`` from a MotionAdapter folder, or from an AnimateDiff motion module ``.safetensors``
+    through ``MotionAdapter.from_single_file`` with the config read off its header (``motion_adapter_config``):
+    offline, nothing fetched."""
+    import json
+    import tempfile
+
+    from diffusers import MotionAdapter
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return MotionAdapter.from_pretrained(path, local_files_only=True)
+    cfg = motion_adapter_config(path)
+    with tempfile.TemporaryDirectory() as folder:
+        with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
+            json.dump({"_class_name": "MotionAdapter", **cfg}, f)
+        return MotionAdapter.from_single_file(path, config=folder, local_files_only=True)
