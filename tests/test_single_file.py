@@ -176,3 +176,31 @@ def test_the_documented_generate_command_runs_on_a_webui_checkpoint(tiny, tmp_pa
     record = json.loads((tmp_path / "g" / "record.json").read_text())
     assert record["model"] == "tiny-sd15" and record["summary"]["iterations"] > 0
     assert (tmp_path / "g" / "plain.gif").is_file() and (tmp_path / "g" / "guided.gif").is_file()
+
+
+def test_the_documented_token_train_command_runs_on_a_webui_checkpoint(tiny, tmp_path, no_network, one_torch_thread):
+    """docs/amortized.md's command for the WebUI's files, with the tiny files in place of the user's and tiny sizes:
+    it trains and exports a token; the config folder is part of the resume settings."""
+    from motionprompt.amortized import token_file
+    from motionprompt.cli.main import main
+    from motionprompt.disc.checkpoint import save_discriminator
+    from motionprompt.disc.models import build_discriminator
+
+    from .planted_world import FLOW
+
+    torch.manual_seed(1)
+    disc = save_discriminator(tmp_path / "d.safetensors", build_discriminator("cnn", width=8, depth=2), FLOW)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a fox running\na bird flying\na car driving\n", encoding="utf-8")
+    out = tmp_path / "tok"
+    argv = _filled(_documented("token-train"), {
+        "--model": str(tiny.checkpoint), "--motion-adapter": str(tiny.motion_module), "--config": str(tiny.config),
+        "--prompts": str(prompts), "--disc": str(disc), "--out": str(out)},
+        ["--frames", "4", "--size", "16", "--steps", "1", "--batch", "1", "--seeds", "1", "--val-seeds", "1",
+         "--val-steps", "1", "--sampling-steps", "4", "--window", "0.25", "0.75", "--val-fraction", "0.34"])
+    assert main(argv) == 0
+    tok = token_file.load_token(out / "mp_motion.safetensors", width=32)
+    assert tok.vectors.shape == (1, 32)
+    copy = tmp_path / "config-copy"
+    shutil.copytree(tiny.config, copy)
+    assert main([*argv, "--config", str(copy)]) == 2  # other configs: another model, not resumed

@@ -76,7 +76,7 @@ class TokenTrainer:
         if backend is None and source is None:  # a WebUI checkpoint or a pickle: say what to pass before any work
             from ..hosts.diffusers.sources import refuse_files
 
-            refuse_files(cfg.model, cfg.motion_adapter or None)
+            refuse_files(cfg.model, cfg.motion_adapter or None, cfg.model_config or None)
         self.log = log
         self.device = torch.device(cfg.device)
         self.out = Path(cfg.out)
@@ -98,7 +98,8 @@ class TokenTrainer:
             flow = build_flow(gcfg.flow, list(cfg.flow_weights), cfg.allow_download)
         self.flow = flow.to(self.device)
         if backend is None:
-            source = source or load_video_model(cfg.model, cfg.frames, cfg.size, cfg.device, cfg.motion_adapter)
+            source = source or load_video_model(cfg.model, cfg.frames, cfg.size, cfg.device, cfg.motion_adapter,
+                                                cfg.model_config)
             backend = DiffusersBackend(source, cfg.sampling_steps, cfg.cfg_scale, gcfg.n_tokens, self.device,
                                        cfg.cache_batch)
         self.backend = backend
