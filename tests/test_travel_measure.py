@@ -30,7 +30,7 @@ def _row(arm, prompt, seed, metrics):
             "guide": {"token_drift": 0.0, "disabled": None}}
 
 
-def test_a_clip_that_travels_less_reads_as_a_negative_travel_change_and_a_larger_speed_error():
+def test_a_clip_that_travels_less_reads_as_a_negative_travel_change_and_a_larger_speed_error(tmp_path):
     toy = world("toy")
     rows = []
     for cap, seed, frames, slowed in _clips():
@@ -51,6 +51,13 @@ def test_a_clip_that_travels_less_reads_as_a_negative_travel_change_and_a_larger
     assert line.rstrip().endswith("(-20.0%)") and line.split()[-3] == "-"  # win column "-", then p, then change
     speed_line = next(ln for ln in text.splitlines() if ln.strip().startswith("speed_error"))
     assert speed_line.split()[-2] == "0.00"  # win rate 0: the slowed clip is farther from the prompted speed in all
+
+    # the HTML report's row: the change with its %, no win rate
+    from motionprompt.evaluation.report import write_report
+
+    page = write_report(tmp_path, summary, []).read_text()
+    row = next(r for r in page.split("<tr>") if r.startswith("<td>displacement</td>"))
+    assert "(-20.0%)</td>" in row and "<td>-</td>" in row
 
     # the toy table's cells: the change with its % and p, no win rate; speed error with its win rate
     cell = _cell(travel)

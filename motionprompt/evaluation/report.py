@@ -72,8 +72,11 @@ def write_report(out: Path, summary: dict, rows: list[dict]) -> Path:
             if not s["n"]:
                 continue
             ci = s["ci95"] or [None, None]
+            diff = _f(s["diff_mean"], "+.4f")
+            if METRICS.get(m, True) is None and s.get("relative") is not None:  # a change (travel): also in %
+                diff += f" ({s['relative']:+.1%})"
             parts.append("<tr>" + "".join(f"<td>{v}</td>" for v in (
-                m, _f(s["plain_mean"]), _f(s["guided_mean"]), _f(s["diff_mean"], "+.4f"),
+                m, _f(s["plain_mean"]), _f(s["guided_mean"]), diff,
                 f"[{_f(ci[0], '+.4f')}, {_f(ci[1], '+.4f')}]", _f(s["win_rate"], ".2f"), _f(s["p_value"], ".2g"),
                 _f(kept.get(m), ".2f"))) + "</tr>")
         parts.append("</table>")
