@@ -61,7 +61,7 @@ def test_loader_refuses_what_a1111_refuses_and_says_why(tmp_path, a1111):
         save_token(tmp_path / "two words.safetensors", torch.zeros(1, 768))
 
 
-def test_the_webui_loads_the_folder_like_a1111(tmp_path, a1111):
+def test_the_webui_loads_the_folder_like_a1111(tmp_path, a1111, monkeypatch):
     """A folder with our token, a wrong-width token and a non-embedding: the token registers under its file
     name, the other width is skipped (not an error), exactly as A1111 sorts them."""
     from .webui_double.model import DIM, ToySDModel
@@ -70,8 +70,12 @@ def test_the_webui_loads_the_folder_like_a1111(tmp_path, a1111):
     model = ToySDModel(seed=0)
     save_token(tmp_path / "mp_walk.safetensors", torch.randn(1, DIM), META)
     save_token(tmp_path / "other_width.safetensors", torch.randn(1, DIM + 8))
+    from modules import shared
+
+    monkeypatch.setattr(shared, "sd_model", model)
     db = a1111.EmbeddingDatabase()
-    db.load_textual_inversion_embeddings(str(tmp_path), model)
+    db.add_embedding_dir(str(tmp_path))
+    db.load_textual_inversion_embeddings()
     assert list(db.word_embeddings) == ["mp_walk"] and list(db.skipped_embeddings) == ["other_width"]
     ids = model.cond_stage_model.tokenize(["a fox mp_walk"])[0]
     assert db.find_embedding_at_position(ids, 2) == (db.word_embeddings["mp_walk"], 3)  # "mp", "_", "walk"

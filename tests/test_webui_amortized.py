@@ -44,7 +44,8 @@ def _typed_embeddings(monkeypatch, webui, folder):
     from modules.textual_inversion import textual_inversion
 
     db = textual_inversion.EmbeddingDatabase()
-    db.load_textual_inversion_embeddings(str(folder), webui.sd_model)
+    db.add_embedding_dir(str(folder))
+    db.load_textual_inversion_embeddings()  # with shared.sd_model, the WebUI's model
     monkeypatch.setattr(sd_hijack.model_hijack, "embedding_db", db)
     return db
 

@@ -18,8 +18,13 @@ def ui_env(tmp_path):
             sys.path.insert(0, p)
     from modules import paths
 
+    from motionprompt.hosts.webui import token_export
+
     paths.models_path = str(tmp_path / "models")
-    return tmp_path / "models" / "MotionPrompt"
+    recorded = dict(token_export.DROPDOWNS)  # the accordions built here are not the test host's
+    yield tmp_path / "models" / "MotionPrompt"
+    token_export.DROPDOWNS.clear()
+    token_export.DROPDOWNS.update(recorded)
 
 
 def _build(tab):
@@ -167,3 +172,55 @@ def test_status_line_says_why_guidance_is_unavailable(ui_env, monkeypatch):
     assert "Install sd-webui-animatediff" in widgets.status_line()
     monkeypatch.setattr(widgets, "_is_forge", lambda: True)
     assert "unavailable on Forge" in widgets.status_line()
+
+
+def test_export_updates_the_token_lists_of_both_accordions_built_before_the_tab(ui_env, tmp_path, monkeypatch):
+    """A1111 builds txt2img and img2img (each with the accordion) before the extension tabs, then renders every
+    interface into one page (``ui.create_ui``): the tab's Export event, run through gradio itself, updates both
+    accordions' token lists."""
+    import asyncio
+
+    import gradio as gr
+    from modules import shared
+
+    from motionprompt.hosts.webui import token_export
+
+    emb = tmp_path / "embeddings"
+    monkeypatch.setattr(shared.cmd_opts, "embeddings_dir", str(emb), raising=False)
+    monkeypatch.setattr(token_export, "DROPDOWNS", {})
+    meta = {"format": "motionprompt.token", "format_version": "1", "name": "walk"}
+    _safetensors(ui_env / "tokens" / "walk" / "walk.safetensors", meta)
+    interfaces = [_build("txt2img")[0], _build("img2img")[0]]
+    with gr.Blocks() as tab:
+        token_export.section()
+    with gr.Blocks() as demo:
+        for interface in [*interfaces, tab]:
+            interface.render()
+    lists = [token_export.DROPDOWNS[t]._id for t in ("txt2img", "img2img")]
+    config = demo.get_config_file()
+    ids = {c["props"].get("elem_id"): c["id"] for c in config["components"]}
+    assert ids["motionprompt_export_src"] and lists[0] in ids.values() and lists[1] in ids.values()
+    button = ids["motionprompt_export_start"]
+    (index, dep), = [(d.get("id", i), d) for i, d in enumerate(config["dependencies"])  # 4.x: targets (id, event)
+                     if any((t[0] if isinstance(t, list | tuple) else t) == button for t in d["targets"])]
+    assert dep["outputs"] == [ids["motionprompt_export_status"], *lists]
+
+    def export(src, name):  # export_token itself needs torch; the event around it does not
+        path = emb / f"{name}.safetensors"
+        _safetensors(path, {**meta, "name": name})
+        return path
+
+    monkeypatch.setattr(token_export, "export_token", export)
+    try:
+        from gradio.state_holder import SessionState
+
+        state = SessionState(demo)
+    except ImportError:  # gradio 3.41: a dict
+        state = {}
+    out = asyncio.run(demo.process_api(index, ["walk/walk.safetensors", "mp_walk"], state))
+    status, *updates = out["data"]
+    assert "Exported" in status and "<code>mp_walk</code>" in status, status
+    assert len(updates) == 2
+    for update in updates:
+        choices = [c[0] if isinstance(c, list | tuple) else c for c in update["choices"]]  # 4.x: (name, value)
+        assert choices == ["mp_walk.safetensors"] and update["value"] == "mp_walk.safetensors", update

@@ -175,8 +175,9 @@ def test_readme_describes_the_training_tab_as_built():
     buttons = section("motionprompt_train_")
     assert buttons and all(f"*{label}*" in sentence for label in buttons), (buttons, sentence)
     walkthrough = text[text.index("### Making a motion token in the WebUI"):]
-    token_buttons = [label for label in section("motionprompt_token_") + section("motionprompt_clips_") if label != "🔄"]
+    token_buttons = [label for label in section("motionprompt_token_") + section("motionprompt_clips_")
+                     + section("motionprompt_export_") if label != "🔄"]
     token_buttons += ["Resume"]
-    assert "Train token" in token_buttons and all(f"*{label}*" in walkthrough for label in token_buttons), token_buttons
+    assert {"Train token", "Export token"} <= set(token_buttons) and all(f"*{label}*" in walkthrough for label in token_buttons), token_buttons
     labels = " ".join(str(getattr(b, "label", "") or "") for b in blocks).lower()
     assert ("preset" in sentence.lower()) == ("preset" in labels), sentence

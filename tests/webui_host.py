@@ -47,7 +47,7 @@ class WebUI:
     def __init__(self, tmp_path, order=("animatediff", "motionprompt"), with_animatediff=True, flavour="a1111"):
         install_double(flavour)
         self.flavour = flavour
-        from modules import errors, paths, processing, script_callbacks, scripts, shared
+        from modules import errors, paths, processing, script_callbacks, scripts, sd_hijack, shared
 
         if flavour == "forge":
             from ldm_patched.modules import model_management
@@ -74,6 +74,8 @@ class WebUI:
         processing.StableDiffusionProcessing.cached_c = [None, None]
         processing.StableDiffusionProcessing.cached_uc = [None, None]
         paths.models_path = str(tmp_path / "models")
+        shared.cmd_opts.embeddings_dir = str(tmp_path / "embeddings")  # --embeddings-dir, read when the hijack is made
+        sd_hijack.model_hijack.__init__()  # a fresh start's hijack: its embedding database over that folder
         self.outputs = tmp_path / "outputs"
         sys.modules.pop("scripts.animatediff_mm", None)
         sys.modules.pop("scripts.animatediff_infv2v", None)

@@ -237,63 +237,76 @@ def interrupt_training() -> None:
 
 
 def on_ui_tabs():
+    """The tab, one section after the other, as the walkthrough goes: generated clips, the discriminator, the motion
+    token, its export."""
+    import gradio as gr
+
+    from . import clip_maker, token_export
+    from .token_tab import section as token_section
+
+    with gr.Blocks(analytics_enabled=False) as tab:
+        clip_maker.section(default_prompts())
+        discriminator_section()
+        token_section()
+        token_export.section()
+    return [(tab, "MotionPrompt", "motionprompt_train")]
+
+
+def discriminator_section():
+    """Real footage against generated videos and/or synthetic corruptions: the flow discriminator."""
     import gradio as gr
 
     from ...disc.models import ARCHITECTURES
     from ...training.corruptions import CORRUPTIONS
-    from . import clip_maker
 
-    with gr.Blocks(analytics_enabled=False) as tab:
-        clip_maker.section(default_prompts())
-        gr.HTML("<p>Train the flow discriminator MotionPrompt steers with: real footage against AnimateDiff's "
-                "own videos and/or synthetic temporal corruptions of the real clips.</p>")
-        with gr.Row():
-            with gr.Column():
-                real = gr.Textbox(label="Real videos", lines=2, elem_id="motionprompt_train_real",
-                                  info="folders (one per line) of real videos or frame folders; searched recursively")
-                fake = gr.Textbox(label="Generated videos", lines=2, value=default_fake_dir(),
-                                  elem_id="motionprompt_train_fake", info="AnimateDiff outputs of your model; may be empty")
-                synthetic = gr.CheckboxGroup(choices=list(CORRUPTIONS), value=list(CORRUPTIONS),
-                                             label="Synthetic negatives", elem_id="motionprompt_train_synthetic")
-                out_name = gr.Textbox(label="Output file (in models/MotionPrompt)", value="motion_disc.safetensors",
-                                      elem_id="motionprompt_train_out")
-                with gr.Row():
-                    backend = gr.Dropdown(choices=FLOW_BACKENDS, value="lk_pyramid", label="Flow",
-                                          elem_id="motionprompt_train_flow",
-                                          info="the flow guidance will use; lk_pyramid needs no weights")
-                    size = gr.Slider(32, 512, value=128, step=8, label="Flow resolution",
-                                     elem_id="motionprompt_train_flow_size")
-                    iters = gr.Slider(1, 32, value=6, step=1, label="Flow iterations",
-                                      elem_id="motionprompt_train_flow_iters")
-                with gr.Row():
-                    arch = gr.Dropdown(choices=sorted(ARCHITECTURES), value="cnn", label="Architecture",
-                                       elem_id="motionprompt_train_arch")
-                    steps = gr.Number(value=2000, label="Steps", precision=0, elem_id="motionprompt_train_steps")
-                    batch = gr.Number(value=32, label="Batch", precision=0, elem_id="motionprompt_train_batch")
-                    lr = gr.Number(value=3e-4, label="Learning rate", elem_id="motionprompt_train_lr")
-                with gr.Row():
-                    gap_min = gr.Slider(1, 8, value=1, step=1, label="Min frame gap", elem_id="motionprompt_train_gap_min")
-                    gap_max = gr.Slider(1, 15, value=4, step=1, label="Max frame gap", elem_id="motionprompt_train_gap_max")
-                    val_fraction = gr.Slider(0.0, 0.5, value=0.2, step=0.05, label="Validation share",
-                                             elem_id="motionprompt_train_val")
-                    seed = gr.Number(value=0, label="Seed", precision=0, elem_id="motionprompt_train_seed")
-                with gr.Row():
-                    resume = gr.Checkbox(value=False, label="Resume", elem_id="motionprompt_train_resume")
-                    overwrite = gr.Checkbox(value=False, label="Overwrite", elem_id="motionprompt_train_overwrite")
-                with gr.Row():
-                    train = gr.Button("Train", variant="primary", elem_id="motionprompt_train_start")
-                    stop = gr.Button("Interrupt", elem_id="motionprompt_train_interrupt")
-            with gr.Column():
-                status = gr.HTML(elem_id="motionprompt_train_status")
-                plot = gr.Plot(label="Loss and validation accuracy", elem_id="motionprompt_train_plot")
-                gallery = gr.Gallery(label="Flow samples (colour wheel: hue = direction, saturation = speed)",
-                                     elem_id="motionprompt_train_samples")
-                skipped = gr.Textbox(label="Skipped files", lines=4, elem_id="motionprompt_train_skipped")
-        inputs = [real, fake, synthetic, out_name, backend, size, iters, arch, steps, batch, lr, gap_min, gap_max,
-                  val_fraction, seed, resume, overwrite]
-        train.click(fn=start_training, inputs=inputs, outputs=[status, plot, gallery, skipped])
-        stop.click(fn=interrupt_training, inputs=[], outputs=[])
-        from .token_tab import section as token_section
-
-        token_section()
-    return [(tab, "MotionPrompt", "motionprompt_train")]
+    gr.HTML("<p><b>Discriminator</b>: train the flow discriminator MotionPrompt steers with: real footage against "
+            "AnimateDiff's own videos (the clips made above among them) and/or synthetic temporal corruptions of the "
+            "real clips.</p>")
+    with gr.Row():
+        with gr.Column():
+            real = gr.Textbox(label="Real videos", lines=2, elem_id="motionprompt_train_real",
+                              info="folders (one per line) of real videos or frame folders; searched recursively")
+            fake = gr.Textbox(label="Generated videos", lines=2, value=default_fake_dir(),
+                              elem_id="motionprompt_train_fake",
+                              info="AnimateDiff outputs of your model (searched recursively: the generated clips' "
+                                   "folder is inside); may be empty")
+            synthetic = gr.CheckboxGroup(choices=list(CORRUPTIONS), value=list(CORRUPTIONS),
+                                         label="Synthetic negatives", elem_id="motionprompt_train_synthetic")
+            out_name = gr.Textbox(label="Output file (in models/MotionPrompt)", value="motion_disc.safetensors",
+                                  elem_id="motionprompt_train_out")
+            with gr.Row():
+                backend = gr.Dropdown(choices=FLOW_BACKENDS, value="lk_pyramid", label="Flow",
+                                      elem_id="motionprompt_train_flow",
+                                      info="the flow guidance will use; lk_pyramid needs no weights")
+                size = gr.Slider(32, 512, value=128, step=8, label="Flow resolution",
+                                 elem_id="motionprompt_train_flow_size")
+                iters = gr.Slider(1, 32, value=6, step=1, label="Flow iterations",
+                                  elem_id="motionprompt_train_flow_iters")
+            with gr.Row():
+                arch = gr.Dropdown(choices=sorted(ARCHITECTURES), value="cnn", label="Architecture",
+                                   elem_id="motionprompt_train_arch")
+                steps = gr.Number(value=2000, label="Steps", precision=0, elem_id="motionprompt_train_steps")
+                batch = gr.Number(value=32, label="Batch", precision=0, elem_id="motionprompt_train_batch")
+                lr = gr.Number(value=3e-4, label="Learning rate", elem_id="motionprompt_train_lr")
+            with gr.Row():
+                gap_min = gr.Slider(1, 8, value=1, step=1, label="Min frame gap", elem_id="motionprompt_train_gap_min")
+                gap_max = gr.Slider(1, 15, value=4, step=1, label="Max frame gap", elem_id="motionprompt_train_gap_max")
+                val_fraction = gr.Slider(0.0, 0.5, value=0.2, step=0.05, label="Validation share",
+                                         elem_id="motionprompt_train_val")
+                seed = gr.Number(value=0, label="Seed", precision=0, elem_id="motionprompt_train_seed")
+            with gr.Row():
+                resume = gr.Checkbox(value=False, label="Resume", elem_id="motionprompt_train_resume")
+                overwrite = gr.Checkbox(value=False, label="Overwrite", elem_id="motionprompt_train_overwrite")
+            with gr.Row():
+                train = gr.Button("Train", variant="primary", elem_id="motionprompt_train_start")
+                stop = gr.Button("Interrupt", elem_id="motionprompt_train_interrupt")
+        with gr.Column():
+            status = gr.HTML(elem_id="motionprompt_train_status")
+            plot = gr.Plot(label="Loss and validation accuracy", elem_id="motionprompt_train_plot")
+            gallery = gr.Gallery(label="Flow samples (colour wheel: hue = direction, saturation = speed)",
+                                 elem_id="motionprompt_train_samples")
+            skipped = gr.Textbox(label="Skipped files", lines=4, elem_id="motionprompt_train_skipped")
+    inputs = [real, fake, synthetic, out_name, backend, size, iters, arch, steps, batch, lr, gap_min, gap_max,
+              val_fraction, seed, resume, overwrite]
+    train.click(fn=start_training, inputs=inputs, outputs=[status, plot, gallery, skipped])
+    stop.click(fn=interrupt_training, inputs=[], outputs=[])

@@ -1,9 +1,12 @@
 """modules/processing.py: hook order of process_images/process_images_inner, the batch loop under
 torch.no_grad(), class-level cond caches, infotext built per image after postprocess_batch."""
 
+import os
+
 import torch
 from modules import devices, prompt_parser, sd_samplers_kdiffusion, sd_samplers_timesteps, shared
 from modules.scripts import PostSampleArgs
+from modules.sd_hijack import model_hijack
 
 
 class StableDiffusionProcessing:
@@ -26,6 +29,7 @@ class StableDiffusionProcessing:
         self.comments = {}
         self.is_api = False
         self.is_hr_pass = False
+        self.do_not_reload_embeddings = False
         self.c = self.uc = None
 
     def comment(self, text):
@@ -97,6 +101,8 @@ def process_images(p):
 
 def process_images_inner(p):
     p.setup_prompts()
+    if os.path.exists(shared.cmd_opts.embeddings_dir) and not p.do_not_reload_embeddings:
+        model_hijack.embedding_db.load_textual_inversion_embeddings()
     if p.scripts is not None:
         p.scripts.process(p)
     images, infotexts, samples_out = [], [], []

@@ -1,28 +1,19 @@
-"""modules/sd_hijack.py: ``model_hijack.fixes`` consumed (and cleared) by ``EmbeddingsWithFixes``."""
+"""modules/sd_hijack.py: ``model_hijack.fixes`` consumed (and cleared) by ``EmbeddingsWithFixes``; the hijack's
+``embedding_db`` (textual_inversion's database over ``cmd_opts.embeddings_dir``)."""
 
 import torch
 from modules import devices
 
 
-class EmbeddingDatabase:
-    """textual_inversion.EmbeddingDatabase as the hijack holds it; ``load_textual_inversion_embeddings(force_reload)``
-    re-reads the embedding folders (upstream: when one changed, or always with force_reload) — here it counts."""
-
-    reloads = 0
-
-    def find_embedding_at_position(self, tokens, offset):
-        return None, None
-
-    def load_textual_inversion_embeddings(self, force_reload=False):
-        if force_reload:
-            EmbeddingDatabase.reloads += 1
-
-
 class StableDiffusionModelHijack:
     def __init__(self):
+        from modules.shared import cmd_opts
+        from modules.textual_inversion import textual_inversion
+
         self.fixes = None
-        self.embedding_db = EmbeddingDatabase()
         self.extra_generation_params = {}
+        self.embedding_db = textual_inversion.EmbeddingDatabase()
+        self.embedding_db.add_embedding_dir(cmd_opts.embeddings_dir)
 
 
 model_hijack = StableDiffusionModelHijack()

@@ -1,6 +1,9 @@
 """modules/shared.py + options.Options + shared_state.State, reduced to what extensions touch."""
 
+import os
 from argparse import Namespace
+
+from modules.paths import data_path
 
 
 class OptionInfo:
@@ -83,6 +86,7 @@ DEFAULTS = {
 
 opts = Options(DEFAULTS)
 state = State()
-cmd_opts = Namespace(medvram=False, lowvram=False, no_half=True, motionprompt_models_dir=None, motionprompt_offline=False)
+cmd_opts = Namespace(medvram=False, lowvram=False, no_half=True, motionprompt_models_dir=None, motionprompt_offline=False,
+                     embeddings_dir=os.path.join(data_path, "embeddings"))  # cmd_args: --embeddings-dir's default
 sd_model = None
 config_filename = None  # cmd_opts.ui_settings_file (config.json); the test host points it into tmp

@@ -5,9 +5,12 @@ batch and from ``forge_objects_after_applying_lora`` before ``process_batch`` an
 (AnimateDiff's, added in process_batch) are applied to ``sd_model.alphas_cumprod`` and the model's sigmas around
 ``p.sample``; the decode is ``sd_model.decode_first_stage`` (decorated ``torch.inference_mode``)."""
 
+import os
+
 import torch
 from modules import devices, prompt_parser, sd_samplers_kdiffusion, sd_samplers_timesteps, shared
 from modules.scripts import PostSampleArgs
+from modules.sd_hijack import model_hijack
 
 
 class StableDiffusionProcessing:
@@ -30,6 +33,7 @@ class StableDiffusionProcessing:
         self.comments = {}
         self.is_api = False
         self.is_hr_pass = False
+        self.do_not_reload_embeddings = False
         self.c = self.uc = None
         self.modified_noise = None
 
@@ -107,6 +111,8 @@ def process_images(p):
 
 def process_images_inner(p):
     p.setup_prompts()
+    if os.path.exists(shared.cmd_opts.embeddings_dir) and not p.do_not_reload_embeddings:
+        model_hijack.embedding_db.load_textual_inversion_embeddings()
     if p.scripts is not None:
         p.scripts.process(p)
     images, infotexts, samples_out = [], [], []

@@ -9,12 +9,18 @@ the last dimension, and an embedding whose width differs from ``encode_embedding
 goes to ``skipped_embeddings``. The name is the file name without its extension, registered under the ids
 the model's tokenizer gives it; ``find_embedding_at_position`` returns the longest registered id sequence at
 a prompt position. Pickled .pt/.bin files are not opened by the double.
+
+The database as ``model_hijack`` holds it: folders added with ``add_embedding_dir`` (``cmd_opts.embeddings_dir`` at
+start), each a ``DirWithTextualInversionEmbeddings`` that has changed when the folder's mtime is newer than at the last
+load; ``load_textual_inversion_embeddings(force_reload=False)`` returns at once unless forced or a folder changed,
+else clears the lookups, takes the expected width from ``shared.sd_model`` and loads every folder recursively (empty
+files skipped), registering with ``shared.sd_model``'s tokenizer. ``loads`` counts the loads that ran (a test hook).
 """
 
 import os
 
 import torch
-from modules import devices
+from modules import devices, shared
 
 
 class Embedding:
@@ -49,12 +55,37 @@ def create_embedding_from_data(data, name, filename="unknown embedding file", fi
     return embedding
 
 
+class DirWithTextualInversionEmbeddings:
+    def __init__(self, path):
+        self.path = path
+        self.mtime = None
+
+    def has_changed(self):
+        if not os.path.isdir(self.path):
+            return False
+        mtime = os.path.getmtime(self.path)
+        return self.mtime is None or mtime > self.mtime
+
+    def update(self):
+        if os.path.isdir(self.path):
+            self.mtime = os.path.getmtime(self.path)
+
+
 class EmbeddingDatabase:
+    loads = 0
+
     def __init__(self):
         self.ids_lookup = {}
         self.word_embeddings = {}
         self.skipped_embeddings = {}
         self.expected_shape = -1
+        self.embedding_dirs = {}
+
+    def add_embedding_dir(self, path):
+        self.embedding_dirs[path] = DirWithTextualInversionEmbeddings(path)
+
+    def clear_embedding_dirs(self):
+        self.embedding_dirs.clear()
 
     def register_embedding(self, embedding, model):
         ids = model.cond_stage_model.tokenize([embedding.name])[0]
@@ -63,10 +94,10 @@ class EmbeddingDatabase:
         self.word_embeddings[embedding.name] = embedding
         return embedding
 
-    def get_expected_shape(self, model):
-        return model.cond_stage_model.encode_embedding_init_text(",", 1).shape[1]
+    def get_expected_shape(self):
+        return shared.sd_model.cond_stage_model.encode_embedding_init_text(",", 1).shape[1]
 
-    def load_from_file(self, path, filename, model):
+    def load_from_file(self, path, filename):
         import safetensors.torch
 
         name, ext = os.path.splitext(filename)
@@ -75,18 +106,33 @@ class EmbeddingDatabase:
         data = safetensors.torch.load_file(path, device="cpu")
         embedding = create_embedding_from_data(data, name, filename=filename, filepath=path)
         if self.expected_shape == -1 or self.expected_shape == embedding.shape:
-            self.register_embedding(embedding, model)
+            self.register_embedding(embedding, shared.sd_model)
         else:
             self.skipped_embeddings[name] = embedding
 
-    def load_textual_inversion_embeddings(self, folder, model):
+    def load_from_dir(self, embdir):
+        if not os.path.isdir(embdir.path):
+            return
+        for root, _dirs, files in os.walk(embdir.path, followlinks=True):
+            for fn in files:
+                path = os.path.join(root, fn)
+                if os.stat(path).st_size:
+                    self.load_from_file(path, fn)
+
+    def load_textual_inversion_embeddings(self, force_reload=False):
+        if not force_reload and not any(d.has_changed() for d in self.embedding_dirs.values()):
+            return
+        EmbeddingDatabase.loads += 1
         self.ids_lookup.clear()
         self.word_embeddings.clear()
         self.skipped_embeddings.clear()
-        self.expected_shape = self.get_expected_shape(model)
-        for root, _dirs, files in os.walk(folder):
-            for fn in files:
-                self.load_from_file(os.path.join(root, fn), fn, model)
+        self.expected_shape = self.get_expected_shape()
+        for embdir in self.embedding_dirs.values():
+            self.load_from_dir(embdir)
+            embdir.update()
+        ordered = sorted(self.word_embeddings.values(), key=lambda e: e.name.lower())
+        self.word_embeddings.clear()
+        self.word_embeddings.update({e.name: e for e in ordered})
 
     def find_embedding_at_position(self, tokens, offset):
         for ids, embedding in self.ids_lookup.get(tokens[offset], []):
