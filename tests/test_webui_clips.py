@@ -12,8 +12,8 @@ from .webui_host import WebUI
 PROMPTS = ["a white fox running", "a red car driving left", "waves rolling on a beach"]
 
 
-def _webui(tmp_path, flavour="a1111"):
-    ui = WebUI(tmp_path, flavour=flavour)
+def _webui(tmp_path, flavour="a1111", **kw):
+    ui = WebUI(tmp_path, flavour=flavour, **kw)
     from modules import scripts
 
     scripts.scripts_txt2img = ui.runner
@@ -57,8 +57,9 @@ def test_clips_are_the_videos_txt2img_makes_written_whole_and_skipped_when_there
     assert not ui.errors
 
 
-def test_interrupt_keeps_whole_clips_only_and_make_goes_on(tmp_path, monkeypatch):
-    _webui(tmp_path)
+@pytest.mark.parametrize("flavour", ["a1111", "forge"])
+def test_interrupt_keeps_whole_clips_only_and_make_goes_on(tmp_path, monkeypatch, flavour):
+    _webui(tmp_path, flavour)
     from modules import processing, shared
 
     from motionprompt.hosts.webui import clip_maker
@@ -82,6 +83,49 @@ def test_interrupt_keeps_whole_clips_only_and_make_goes_on(tmp_path, monkeypatch
     monkeypatch.setattr(processing, "process_images", real)
     *_, (text, _g) = clip_maker.start(*_values(folder))
     assert "2 clip(s) made, 1 already there, 3/3" in text, text
+
+
+def test_a_failing_clip_is_shown_and_the_clips_before_it_stay(tmp_path, monkeypatch):
+    _webui(tmp_path)
+    from modules import processing, shared
+
+    from motionprompt.hosts.webui import clip_maker
+
+    folder = tmp_path / "generated"
+    real = processing.process_images
+    calls = []
+
+    def second_fails(p):
+        calls.append(p.prompt)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(p)
+
+    monkeypatch.setattr(processing, "process_images", second_fails)
+    *_, (text, gallery) = clip_maker.start(*_values(folder))
+    assert "Failed" in text and "CUDA out of memory (simulated)" in text and "1 clip(s) made" in text, text
+    assert "Press Make to go on" in text and len(gallery) == 3  # the preview still shows the clip made
+    kept = clip_maker.clip_name(PROMPTS[0], 5)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["clips.csv", kept])  # nothing half-written
+    assert shared.state.job == ""  # the WebUI's job ended
+    monkeypatch.setattr(processing, "process_images", real)
+    *_, (text, _g) = clip_maker.start(*_values(folder))
+    assert "2 clip(s) made, 1 already there, 3/3" in text, text
+
+
+@pytest.mark.parametrize("missing", ["animatediff", "model"])
+def test_without_animatediff_or_a_model_the_tab_says_so(tmp_path, missing):
+    _webui(tmp_path, with_animatediff=missing != "animatediff")
+    from modules import shared
+
+    from motionprompt.hosts.webui import clip_maker
+
+    if missing == "model":
+        shared.sd_model = None
+    *_, (text, gallery) = clip_maker.start(*_values(tmp_path / "generated"))
+    words = "AnimateDiff is not installed" if missing == "animatediff" else "no Stable Diffusion checkpoint"
+    assert "Failed" in text and words in text and "0 clip(s) made" in text and not gallery, text
+    assert not (tmp_path / "generated").exists() or not any((tmp_path / "generated").iterdir())
 
 
 def test_clip_section_refuses_bad_input_and_says_why(tmp_path):

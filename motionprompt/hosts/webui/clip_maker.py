@@ -156,7 +156,7 @@ def make_job(prompts_text, per_prompt, first_seed, frames, width, height, steps,
 def status_html(job: ClipJob) -> str:
     if job.status is None:
         return f"<p>{html.escape(job.phase)}</p>"
-    head = {"done": "Done", "stopped": "Interrupted"}.get(job.status, job.status)
+    head = "Failed" if job.error else {"done": "Done", "stopped": "Interrupted"}.get(job.status, job.status)
     error = f" <span class='motionprompt-error'><b>Stopped:</b> {html.escape(job.error)}</span>" if job.error else ""
     again = " Press Make to go on (finished clips are skipped)." if job.status == "stopped" or job.error else ""
     return (f"<p><b>{head}</b>: {len(job.made)} clip(s) made, {job.existing} already there, "
