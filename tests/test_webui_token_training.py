@@ -292,7 +292,7 @@ def test_interrupt_while_the_latents_are_sampled_stops_at_once_and_saves_nothing
     def interrupt_after_first_clip(done, total):
         real(done, total)
         if done == 1:
-            token_tab._CURRENT[:] = [job]
+            token_tab.SLOT.job = job
             token_tab.interrupt()
 
     job._sampled = interrupt_after_first_clip
@@ -300,7 +300,7 @@ def test_interrupt_while_the_latents_are_sampled_stops_at_once_and_saves_nothing
     assert job.status == "stopped" and job.error is None and not job.rows and job.exported is None
     assert "nothing was saved" in token_tab.status_html(job)
     assert not (tmp_path / "models" / "MotionPrompt" / "tokens" / "mptok" / "state.safetensors").exists()
-    token_tab._CURRENT.clear()
+    token_tab.SLOT.job = None
     shared.state.__init__()
     job = token_tab.make_job(*_values(ui))  # no Resume needed: there is nothing to resume
     token_tab.run_job(job, export=False)

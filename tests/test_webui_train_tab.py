@@ -104,11 +104,11 @@ def test_bad_settings_are_reported_not_raised(webui):
 def test_a_second_click_while_training_does_not_start_a_second_run(webui):
     from motionprompt.hosts.webui import paths, train_tab
 
-    assert train_tab._RUNNING.acquire(blocking=False)  # as if a run were going
+    assert train_tab.SLOT.lock.acquire(blocking=False)  # as if a run were going
     try:
         (status, *_rest), = list(train_tab.start_training(*_args(webui.real, out="second")))
     finally:
-        train_tab._RUNNING.release()
+        train_tab.SLOT.lock.release()
     assert "already going" in status and not (paths.models_dir() / "second.safetensors").exists()
 
 

@@ -21,11 +21,12 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import worker
+
 RECORD = "clips.csv"
 RECORD_COLUMNS = ("clip", "prompt", "seed", "frames", "width", "height", "steps", "cfg_scale", "sampler", "model",
                   "motion_module")
-_RUNNING = threading.Lock()
-_CURRENT: list = []
+SLOT = worker.Slot()  # the clips being made (one run at a time)
 
 
 def clip_name(prompt: str, seed: int) -> str:
@@ -179,36 +180,16 @@ def start(*values):
     except (ValueError, TypeError) as exc:  # TypeError: a cleared number box sends None
         yield f"<p class='motionprompt-error'><b>Cannot start:</b> {html.escape(str(exc))}</p>", []
         return
-    if not _RUNNING.acquire(blocking=False):
-        yield "<p class='motionprompt-error'><b>Clips are already being made</b>; interrupt first.</p>", []
-        return
-
-    def work() -> None:
-        try:
-            job.run()
-        finally:
-            _CURRENT.clear()
-            _RUNNING.release()
-
-    _CURRENT[:] = [job]
-    worker = threading.Thread(target=work, name="motionprompt-clips", daemon=True)
-    try:
-        worker.start()
-    except RuntimeError:
-        _CURRENT.clear()
-        _RUNNING.release()
-        raise
-    while worker.is_alive():
-        worker.join(timeout=1.0)
-        yield status_html(job), preview(job)
-    yield status_html(job), preview(job)
+    busy = "<p class='motionprompt-error'><b>Clips are already being made</b>; interrupt first.</p>", []
+    yield from worker.stream(SLOT, job, job.run, lambda: (status_html(job), preview(job)), busy, "motionprompt-clips")
 
 
 def interrupt() -> None:
     """After the current clip; the WebUI's interrupt stops that one too (it is then not kept)."""
     from modules import shared
 
-    for job in list(_CURRENT):
+    job = SLOT.job
+    if job is not None:
         job.stop.set()
         shared.state.interrupt()
 

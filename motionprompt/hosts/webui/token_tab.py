@@ -8,14 +8,12 @@ Interrupt that saves (tick *Resume* to go on). The training itself is ``token_jo
 from __future__ import annotations
 
 import html
-import threading
 from pathlib import Path
 
-from . import paths, widgets
+from . import paths, widgets, worker
 from .paths import default_prompts
 
-_RUNNING = threading.Lock()  # one token run at a time
-_CURRENT: list = []  # the running job (Interrupt sets its stop event)
+SLOT = worker.Slot()  # the token run (one at a time; Interrupt sets its stop event)
 MEMORY_PATHS = ["low", "balanced", "speed"]
 
 
@@ -91,36 +89,17 @@ def start(*values):
     except (ValueError, TypeError, OSError) as exc:  # TypeError: a cleared number box sends None
         yield f"<p class='motionprompt-error'><b>Cannot start:</b> {html.escape(str(exc))}</p>", None, None
         return
-    if not _RUNNING.acquire(blocking=False):
-        yield "<p class='motionprompt-error'><b>A token run is already going</b>; interrupt it first.</p>", None, None
-        return
-
-    def work() -> None:
-        try:
-            run_job(job)
-        finally:
-            _CURRENT.clear()
-            _RUNNING.release()
-
-    _CURRENT[:] = [job]
-    worker = threading.Thread(target=work, name="motionprompt-token", daemon=True)
-    try:
-        worker.start()
-    except RuntimeError:
-        _CURRENT.clear()
-        _RUNNING.release()
-        raise
-    while worker.is_alive():
-        worker.join(timeout=1.0)
-        yield status_html(job), plot(job), job
-    yield status_html(job), plot(job), job
+    busy = "<p class='motionprompt-error'><b>A token run is already going</b>; interrupt it first.</p>", None, None
+    yield from worker.stream(SLOT, job, lambda: run_job(job), lambda: (status_html(job), plot(job), job), busy,
+                             "motionprompt-token")
 
 
 def interrupt() -> None:
     """After the current update (saved); while the latents are sampled, at once (the WebUI's interrupt)."""
     from modules import shared
 
-    for job in list(_CURRENT):
+    job = SLOT.job
+    if job is not None:
         job.stop.set()
         shared.state.interrupt()
 

@@ -13,12 +13,12 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import paths
+from . import paths, worker
 from .paths import default_fake_dir, default_prompts
 
 FLOW_BACKENDS = ["lk_pyramid", "raft_small", "raft_large"]
 _STOP = threading.Event()
-_RUNNING = threading.Lock()  # one training run at a time
+SLOT = worker.Slot()  # one training run at a time
 
 
 def output_path(name: str) -> Path:
@@ -208,28 +208,9 @@ def start_training(real, fake, synthetic, out_name, backend, size, iters, arch, 
     except (TrainError, ValueError, TypeError) as exc:  # TypeError: a cleared number box sends None
         yield f"<p class='motionprompt-error'><b>Cannot start:</b> {html.escape(str(exc))}</p>", None, [], ""
         return
-    if not _RUNNING.acquire(blocking=False):  # a second click must not start a second worker or un-stop the first
-        yield "<p class='motionprompt-error'><b>A training run is already going</b>; interrupt it first.</p>", None, [], ""
-        return
+    busy = "<p class='motionprompt-error'><b>A training run is already going</b>; interrupt it first.</p>", None, [], ""
     job = TrainJob(cfg)
-
-    def work() -> None:  # the worker, not the page, frees the slot: closing the browser tab does not
-        try:
-            job.run()
-        finally:
-            _RUNNING.release()
-
-    _STOP.clear()
-    worker = threading.Thread(target=work, name="motionprompt-train", daemon=True)
-    try:
-        worker.start()
-    except RuntimeError:
-        _RUNNING.release()
-        raise
-    while worker.is_alive():
-        worker.join(timeout=1.0)
-        yield job.view()
-    yield job.view()
+    yield from worker.stream(SLOT, job, job.run, job.view, busy, "motionprompt-train", before=_STOP.clear)
 
 
 def interrupt_training() -> None:
