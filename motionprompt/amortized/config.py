@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from ..engine.config import GuidanceConfig, preset
+from ..engine.config import MEMORY_MODES, GuidanceConfig, preset
 from . import token_file
 
 #: amortized defaults that differ from the per-sample paper preset [ours]: a persistent optimizer over hundreds
@@ -80,7 +80,7 @@ class TokenTrainConfig:
             (self.val_steps >= 1 and self.val_pairs >= 1, "need val_steps >= 1 and val_pairs >= 1"),
             (self.sampling_steps >= 2, "need at least 2 sampling steps"),
             (self.cache_batch >= 1, "cache_batch must be >= 1"),
-            (self.memory in ("speed", "balanced", "low"), "memory must be speed, balanced or low"),
+            (self.memory in MEMORY_MODES[1:], "memory must be speed, balanced or low"),  # the paths, not "auto"
             (self.lambda_speed >= 0, "lambda_speed must be >= 0"),
             ("flow" not in self.guidance, "the flow follows the discriminator; only flow_iters may be set"),
         ]

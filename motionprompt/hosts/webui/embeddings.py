@@ -19,7 +19,12 @@ def embeddings_dir() -> Path:
 
 def list_tokens() -> list[str]:
     """MotionPrompt token files in the embeddings folder (other embeddings are not offered)."""
-    root = embeddings_dir()
+    return token_files(embeddings_dir())
+
+
+def token_files(root: Path) -> list[str]:
+    """MotionPrompt token files under ``root``, relative to it, told apart by their header (not other embeddings,
+    not a token run's state, not a file being written)."""
     if not root.is_dir():
         return []
     found = [p.relative_to(root).as_posix() for p in root.rglob(f"*{token_file.SUFFIX}")

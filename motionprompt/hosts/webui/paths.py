@@ -73,6 +73,11 @@ def allow_download() -> bool:
     return not offline() and bool(shared.opts.data.get("motionprompt_allow_download", False))
 
 
+def tokens_dir() -> Path:
+    """Where the tab trains motion tokens (one folder per token name) and its Export section finds them."""
+    return models_dir() / "tokens"
+
+
 def ensure_models_dir() -> None:
     with contextlib.suppress(OSError):  # read-only installs: the listing simply stays empty
         os.makedirs(models_dir(), exist_ok=True)

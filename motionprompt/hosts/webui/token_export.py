@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ...amortized import token_file
 from . import paths, widgets
-from .embeddings import embeddings_dir, list_tokens
+from .embeddings import embeddings_dir, list_tokens, token_files
 
 log = logging.getLogger("motionprompt")
 
@@ -65,29 +65,19 @@ def dropdown_updates(picked: str | None = None) -> list:
 
 
 # ------------------------------------------------------------------ the tab's "Export token" section
-def tokens_dir() -> Path:
-    """Where the token section trains (one folder per token name)."""
-    return paths.models_dir() / "tokens"
-
-
 def trained_tokens() -> list[str]:
     """Token files under ``models/MotionPrompt/tokens/`` (told apart by their header: not the runs' state)."""
-    root = tokens_dir()
-    if not root.is_dir():
-        return []
-    found = [p.relative_to(root).as_posix() for p in root.rglob(f"*{token_file.SUFFIX}")
-             if ".tmp" not in p.name and token_file.is_token_file(p)]
-    return sorted(found, key=str.lower)
+    return token_files(paths.tokens_dir())
 
 
 def newest_trained(choices: list[str]) -> str | None:
-    return widgets.newest(choices, tokens_dir())
+    return widgets.newest(choices, paths.tokens_dir())
 
 
 def source_path(pick: str) -> Path:
     """A name from the list (relative to the tokens folder) or a path typed in."""
     path = Path((pick or "").strip()).expanduser()
-    return path if path.is_absolute() else tokens_dir() / path
+    return path if path.is_absolute() else paths.tokens_dir() / path
 
 
 def name_for(pick: str | None) -> str:

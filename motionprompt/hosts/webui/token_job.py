@@ -29,7 +29,8 @@ CARRIER_STEPS = 2
 
 
 def token_dir(name: str) -> Path:
-    return paths.models_dir() / "tokens" / token_file.check_name(name)
+    """A token run's folder: state, log, prompts and the token, named by the token."""
+    return paths.tokens_dir() / token_file.check_name(name)
 
 
 @dataclass

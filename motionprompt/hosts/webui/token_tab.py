@@ -10,11 +10,12 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from ...engine.config import MEMORY_MODES
 from . import paths, widgets, worker
 from .paths import default_prompts
 
 SLOT = worker.Slot()  # the token run (one at a time; Interrupt sets its stop event)
-MEMORY_PATHS = ["low", "balanced", "speed"]
+MEMORY_PATHS = list(reversed(MEMORY_MODES[1:]))  # the memory paths (engine.memory_plan), lowest first: the default
 
 
 def _lines(text: str) -> list[str]:
