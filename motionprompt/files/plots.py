@@ -17,6 +17,19 @@ COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
 DPI = 100
 
 
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (figures for gradio's Plot, no display), or None where matplotlib is
+    missing (the caller shows no plot)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
 def figure(width_px: int, height_px: int):
     """A matplotlib ``Figure`` of exactly ``width_px`` x ``height_px`` pixels on an Agg canvas."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

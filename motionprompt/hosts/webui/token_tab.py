@@ -140,12 +140,10 @@ def plot(job):
     """Training loss per update and the held-out D score at each validation (with the two references)."""
     if not job.rows:
         return None
-    try:
-        import matplotlib
+    from ...files.plots import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.plot([r["step"] for r in job.rows], [r["loss"] for r in job.rows], lw=1, label="loss")

@@ -152,12 +152,10 @@ def skipped_text(job: TrainJob) -> str:
 def loss_plot(job: TrainJob):
     if not job.losses and not job.vals:
         return None
-    try:
-        import matplotlib
+    from ...files.plots import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(6, 3))
     if job.losses:
